@@ -1,0 +1,3 @@
+//! authlog: an OpenID Connect provider whose whole state is an append-only event log.
+
+pub mod store;

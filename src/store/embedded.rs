@@ -1,0 +1,656 @@
+//! The embedded backend, the default: a redb database under the data directory.
+//!
+//! redb is a well-kept pure-Rust B-tree store with ACID transactions, crash-safe
+//! commits (checksummed, copy-on-write pages) and an exclusive file lock, so a
+//! second process cannot open the same log. authlog adds what an event store needs
+//! on top:
+//!
+//! * one writer thread that takes every append waiting when it is free and commits
+//!   them together (group commit, no timer): each append's expected revision is
+//!   checked on its own, so a conflict fails only that append; every caller is
+//!   answered after the one durable commit (fsync) that holds its events;
+//! * an on-disk id index for idempotent retries;
+//! * short, paged read transactions, so a long export or subscription never pins
+//!   old pages and stalls space reuse.
+//!
+//! Positions are dense: position = seq.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use authlog_schemas::{Position, Recorded};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Appended, EventStore, Expected, NewEvent, ReadFrom, StoreError, StoreMetrics};
+
+/// seq → encoded record.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// stream → last revision.
+const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+/// (stream, revision) → seq.
+const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// event id → seq: the idempotency index.
+const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
+/// log identity and format.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+const FORMAT_VERSION: &str = "1";
+const RECORD_VERSION: u8 = 1;
+/// Appends taken into one commit at most.
+const MAX_BATCH: usize = 4096;
+/// Events read per read transaction.
+const READ_PAGE: usize = 256;
+
+/// The file name of the database under its directory.
+pub const DB_FILE: &str = "events.redb";
+
+fn io<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+struct AppendRequest {
+    stream: String,
+    expected: Expected,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    sender: mpsc::Sender<AppendRequest>,
+    /// The seq of the last committed event.
+    head: watch::Receiver<Option<u64>>,
+    log_id: String,
+    path: PathBuf,
+}
+
+/// The embedded event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.inner.path).finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`. Fails with
+    /// [`StoreError::Locked`] when another process has it open.
+    pub fn open(dir: &Path, metrics: Option<StoreMetrics>) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked(path.display().to_string()));
+            }
+            Err(e) => return Err(StoreError::Io(format!("opening {}: {e}", path.display()))),
+        };
+        let (log_id, last_seq) = init(&db)?;
+        let db = Arc::new(db);
+        let (head_tx, head_rx) = watch::channel(last_seq);
+        let (sender, receiver) = mpsc::channel(MAX_BATCH * 2);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("authlog-writer".into())
+            .spawn(move || writer(writer_db, receiver, head_tx, last_seq, metrics))
+            .map_err(io)?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner { db, sender, head: head_rx, log_id, path }),
+        })
+    }
+
+    /// Reads everything, checking order, revisions and body digests.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+fn init(db: &Database) -> Result<(String, Option<u64>), StoreError> {
+    let txn = db.begin_write().map_err(io)?;
+    let log_id;
+    let last;
+    {
+        let mut meta = txn.open_table(META).map_err(io)?;
+        let existing = meta.get("log_id").map_err(io)?.map(|v| v.value().to_string());
+        log_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                meta.insert("log_id", id.as_str()).map_err(io)?;
+                meta.insert("format", FORMAT_VERSION).map_err(io)?;
+                id
+            }
+        };
+        let format = meta.get("format").map_err(io)?.map(|v| v.value().to_string());
+        if format.as_deref() != Some(FORMAT_VERSION) {
+            return Err(StoreError::Corrupt(format!(
+                "unknown store format {format:?}; this build reads format {FORMAT_VERSION}"
+            )));
+        }
+        let log = txn.open_table(LOG).map_err(io)?;
+        last = log.last().map_err(io)?.map(|(k, _)| k.value());
+        txn.open_table(STREAMS).map_err(io)?;
+        txn.open_table(STREAM_INDEX).map_err(io)?;
+        txn.open_table(IDS).map_err(io)?;
+    }
+    txn.commit().map_err(io)?;
+    Ok((log_id, last))
+}
+
+// ---- record encoding ----------------------------------------------------------
+
+/// A record as stored under its seq.
+struct StoredRecord {
+    revision: u64,
+    stream: String,
+    body_sha256: [u8; 32],
+    body: Vec<u8>,
+    sidecar: Option<Vec<u8>>,
+}
+
+fn encode(revision: u64, stream: &str, body: &[u8], sidecar: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + stream.len() + body.len());
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&(stream.len() as u32).to_be_bytes());
+    out.extend_from_slice(stream.as_bytes());
+    out.extend_from_slice(&Sha256::digest(body));
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    match sidecar {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s);
+        }
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8], u64);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.0.len() < n {
+            return Err(StoreError::Corrupt(format!("record at seq {} is truncated", self.1)));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_be_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(b))
+    }
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    let mut r = Reader(bytes, seq);
+    let version = r.take(1)?[0];
+    if version != RECORD_VERSION {
+        return Err(StoreError::Corrupt(format!("record at seq {seq} has version {version}")));
+    }
+    let revision = r.u64()?;
+    let len = r.u32()? as usize;
+    let stream = String::from_utf8(r.take(len)?.to_vec())
+        .map_err(|_| StoreError::Corrupt(format!("stream name at seq {seq} is not UTF-8")))?;
+    let mut body_sha256 = [0u8; 32];
+    body_sha256.copy_from_slice(r.take(32)?);
+    let len = r.u32()? as usize;
+    let body = r.take(len)?.to_vec();
+    let sidecar = match r.take(1)?[0] {
+        0 => None,
+        1 => {
+            let len = r.u32()? as usize;
+            Some(r.take(len)?.to_vec())
+        }
+        _ => return Err(StoreError::Corrupt(format!("record at seq {seq}: bad sidecar flag"))),
+    };
+    if !r.0.is_empty() {
+        return Err(StoreError::Corrupt(format!("record at seq {seq} has trailing bytes")));
+    }
+    Ok(StoredRecord { revision, stream, body_sha256, body, sidecar })
+}
+
+fn to_recorded(seq: u64, rec: StoredRecord) -> Recorded {
+    Recorded {
+        position: Position::dense(seq),
+        revision: rec.revision,
+        seq,
+        stream: rec.stream,
+        body: rec.body,
+        sidecar: rec.sidecar,
+    }
+}
+
+// ---- the writer -----------------------------------------------------------------
+
+fn writer(
+    db: Arc<Database>,
+    mut receiver: mpsc::Receiver<AppendRequest>,
+    head: watch::Sender<Option<u64>>,
+    mut last_seq: Option<u64>,
+    metrics: Option<StoreMetrics>,
+) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let outcome = commit_batch(&db, &batch, last_seq);
+        if let Some(m) = &metrics {
+            m.batch_size.observe(batch.len() as f64);
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        match outcome {
+            Ok((results, new_last)) => {
+                last_seq = new_last;
+                // Publish the new head before answering: a caller that waits for
+                // its position can count on the subscription having it.
+                head.send_replace(last_seq);
+                for (req, result) in batch.into_iter().zip(results) {
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = batch.len(), "commit failed; nothing in the batch was written");
+                for req in batch {
+                    let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+type BatchResult = (Vec<Result<Appended, StoreError>>, Option<u64>);
+
+/// Applies each append of the batch on its own inside one write transaction and
+/// commits once. A failed check fails that append only; a storage error fails all.
+fn commit_batch(
+    db: &Database,
+    batch: &[AppendRequest],
+    mut last_seq: Option<u64>,
+) -> Result<BatchResult, StoreError> {
+    let txn = db.begin_write().map_err(io)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut tables = Tables {
+            log: txn.open_table(LOG).map_err(io)?,
+            streams: txn.open_table(STREAMS).map_err(io)?,
+            index: txn.open_table(STREAM_INDEX).map_err(io)?,
+            ids: txn.open_table(IDS).map_err(io)?,
+        };
+        for req in batch {
+            match tables.apply(req, &mut last_seq) {
+                Ok(r) => results.push(r),
+                Err(fatal) => return Err(fatal),
+            }
+        }
+    }
+    txn.commit().map_err(io)?;
+    Ok((results, last_seq))
+}
+
+struct Tables<'t> {
+    log: redb::Table<'t, u64, &'static [u8]>,
+    streams: redb::Table<'t, &'static str, u64>,
+    index: redb::Table<'t, (&'static str, u64), u64>,
+    ids: redb::Table<'t, u128, u64>,
+}
+
+impl Tables<'_> {
+    /// Ok(Err(_)) is this append's own failure; Err(_) is a storage failure.
+    fn apply(
+        &mut self,
+        req: &AppendRequest,
+        last_seq: &mut Option<u64>,
+    ) -> Result<Result<Appended, StoreError>, StoreError> {
+        let stream = req.stream.as_str();
+        if req.events.is_empty() {
+            return Ok(Err(StoreError::InvalidEvent("an append needs at least one event".into())));
+        }
+        if stream.is_empty() || stream.len() > 512 {
+            return Ok(Err(StoreError::InvalidEvent("stream names are 1 to 512 bytes".into())));
+        }
+        let current = self.streams.get(stream).map_err(io)?.map(|v| v.value());
+
+        // Idempotency: are these ids already in the log?
+        let mut seen = Vec::with_capacity(req.events.len());
+        for e in &req.events {
+            seen.push(self.ids.get(e.id.as_u128()).map_err(io)?.map(|v| v.value()));
+        }
+        if seen.iter().any(Option::is_some) {
+            return self.replayed(req, &seen).map(|r| r.ok_or_else(|| id_reused(req)));
+        }
+        let mut distinct: Vec<u128> = req.events.iter().map(|e| e.id.as_u128()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != req.events.len() {
+            return Ok(Err(StoreError::InvalidEvent("an event id appears twice in one append".into())));
+        }
+
+        let ok = match req.expected {
+            Expected::Any => true,
+            Expected::NoStream => current.is_none(),
+            Expected::Revision(n) => current == Some(n),
+        };
+        if !ok {
+            return Ok(Err(StoreError::Conflict {
+                stream: stream.to_string(),
+                expected: req.expected,
+                actual: current,
+            }));
+        }
+
+        let mut revision = current.map_or(0, |r| r + 1);
+        let mut positions = Vec::with_capacity(req.events.len());
+        for e in &req.events {
+            let seq = last_seq.map_or(0, |s| s + 1);
+            let record = encode(revision, stream, &e.body, e.sidecar.as_deref());
+            self.log.insert(seq, record.as_slice()).map_err(io)?;
+            self.index.insert((stream, revision), seq).map_err(io)?;
+            self.ids.insert(e.id.as_u128(), seq).map_err(io)?;
+            positions.push(Position::dense(seq));
+            *last_seq = Some(seq);
+            revision += 1;
+        }
+        let last_revision = revision - 1;
+        self.streams.insert(stream, last_revision).map_err(io)?;
+        Ok(Ok(Appended { positions, last_revision }))
+    }
+
+    /// The original result if every id already follows `expected` in this stream,
+    /// consecutively and in order; None otherwise.
+    fn replayed(
+        &self,
+        req: &AppendRequest,
+        seen: &[Option<u64>],
+    ) -> Result<Option<Appended>, StoreError> {
+        let mut positions = Vec::with_capacity(seen.len());
+        let mut first_revision = None;
+        for (i, seq) in seen.iter().enumerate() {
+            let Some(seq) = *seq else { return Ok(None) };
+            let Some(raw) = self.log.get(seq).map_err(io)? else {
+                return Err(StoreError::Corrupt(format!("id index points at missing seq {seq}")));
+            };
+            let rec = decode(seq, raw.value())?;
+            if rec.stream != req.stream {
+                return Ok(None);
+            }
+            let first = *first_revision.get_or_insert(rec.revision);
+            if rec.revision != first + i as u64 {
+                return Ok(None);
+            }
+            positions.push(Position::dense(seq));
+        }
+        let Some(first) = first_revision else { return Ok(None) };
+        let follows = match req.expected {
+            Expected::Any => true,
+            Expected::NoStream => first == 0,
+            Expected::Revision(n) => first == n + 1,
+        };
+        Ok(follows.then(|| Appended {
+            positions,
+            last_revision: first + seen.len() as u64 - 1,
+        }))
+    }
+}
+
+fn id_reused(req: &AppendRequest) -> StoreError {
+    StoreError::IdReused {
+        id: req.events.first().map(|e| e.id).unwrap_or_default(),
+        stream: req.stream.clone(),
+        expected: req.expected,
+    }
+}
+
+// ---- reads ----------------------------------------------------------------------
+
+fn read_range(db: &Database, from_seq: u64, limit: usize) -> Result<Vec<Recorded>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let log = txn.open_table(LOG).map_err(io)?;
+    let mut out = Vec::with_capacity(limit.min(READ_PAGE));
+    for item in log.range(from_seq..).map_err(io)?.take(limit) {
+        let (k, v) = item.map_err(io)?;
+        let seq = k.value();
+        out.push(to_recorded(seq, decode(seq, v.value())?));
+    }
+    Ok(out)
+}
+
+fn read_stream_range(
+    db: &Database,
+    stream: &str,
+    from_revision: u64,
+    limit: usize,
+) -> Result<Vec<Recorded>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let index = txn.open_table(STREAM_INDEX).map_err(io)?;
+    let log = txn.open_table(LOG).map_err(io)?;
+    let mut out = Vec::new();
+    for item in index
+        .range((stream, from_revision)..=(stream, u64::MAX))
+        .map_err(io)?
+        .take(limit)
+    {
+        let (_, seq) = item.map_err(io)?;
+        let seq = seq.value();
+        let Some(raw) = log.get(seq).map_err(io)? else {
+            return Err(StoreError::Corrupt(format!("stream index points at missing seq {seq}")));
+        };
+        out.push(to_recorded(seq, decode(seq, raw.value())?));
+    }
+    Ok(out)
+}
+
+fn start_seq(from: ReadFrom) -> u64 {
+    match from {
+        ReadFrom::Start => 0,
+        ReadFrom::At(p) => p.commit,
+        ReadFrom::After(p) => p.commit.saturating_add(1),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(io)?
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: Expected,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let req = AppendRequest { stream: stream.to_string(), expected, events, reply };
+        self.inner.sender.send(req).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let db = self.inner.db.clone();
+        let stream = stream.to_string();
+        blocking(move || read_stream_range(&db, &stream, from_revision, limit)).await
+    }
+
+    async fn read_all(&self, from: ReadFrom, limit: usize) -> Result<Vec<Recorded>, StoreError> {
+        let db = self.inner.db.clone();
+        blocking(move || read_range(&db, start_seq(from), limit)).await
+    }
+
+    fn subscribe_all(&self, from: ReadFrom) -> BoxStream<'static, Result<Recorded, StoreError>> {
+        struct State {
+            db: Arc<Database>,
+            head: watch::Receiver<Option<u64>>,
+            next: u64,
+            buffer: VecDeque<Recorded>,
+            failed: bool,
+        }
+        let state = State {
+            db: self.inner.db.clone(),
+            head: self.inner.head.clone(),
+            next: start_seq(from),
+            buffer: VecDeque::new(),
+            failed: false,
+        };
+        stream::unfold(state, |mut st| async move {
+            if st.failed {
+                return None;
+            }
+            loop {
+                if let Some(r) = st.buffer.pop_front() {
+                    st.next = r.seq + 1;
+                    return Some((Ok(r), st));
+                }
+                let head = *st.head.borrow_and_update();
+                if head.is_some_and(|h| h >= st.next) {
+                    let db = st.db.clone();
+                    let from = st.next;
+                    match blocking(move || read_range(&db, from, READ_PAGE)).await {
+                        Ok(page) => st.buffer.extend(page),
+                        Err(e) => {
+                            st.failed = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                    continue;
+                }
+                // Caught up: wait for the next commit (or the store closing).
+                if st.head.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn head(&self) -> Result<Option<Position>, StoreError> {
+        Ok((*self.inner.head.borrow()).map(Position::dense))
+    }
+
+    fn log_id(&self) -> String {
+        self.inner.log_id.clone()
+    }
+}
+
+/// What `store check` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    pub events: u64,
+    pub streams: u64,
+    pub with_sidecar: u64,
+    pub problems: Vec<String>,
+}
+
+impl EmbeddedStore {
+    /// Reads the whole log in short pages and checks it: seqs dense from 0, each
+    /// stream's revisions contiguous from 0 and matching the stream index, each
+    /// body's SHA-256 as recorded, each body a parseable envelope naming its
+    /// stream, each sidecar matching the body's `sealed_digest`.
+    pub async fn check(&self) -> Result<CheckReport, StoreError> {
+        let db = self.inner.db.clone();
+        blocking(move || check_db(&db)).await
+    }
+}
+
+fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
+    use std::collections::HashMap;
+    let mut report = CheckReport::default();
+    let mut next_revision: HashMap<String, u64> = HashMap::new();
+    let mut expected_seq = 0u64;
+    let problem = |report: &mut CheckReport, p: String| {
+        if report.problems.len() < 100 {
+            report.problems.push(p);
+        }
+    };
+    loop {
+        let txn = db.begin_read().map_err(io)?;
+        let log = txn.open_table(LOG).map_err(io)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(io)?;
+        let mut n = 0;
+        for item in log.range(expected_seq..).map_err(io)?.take(READ_PAGE * 4) {
+            let (k, v) = item.map_err(io)?;
+            let seq = k.value();
+            n += 1;
+            if seq != expected_seq {
+                problem(&mut report, format!("gap: seq {expected_seq} missing before {seq}"));
+            }
+            expected_seq = seq + 1;
+            report.events += 1;
+            let rec = match decode(seq, v.value()) {
+                Ok(r) => r,
+                Err(e) => {
+                    problem(&mut report, e.to_string());
+                    continue;
+                }
+            };
+            let want = next_revision.entry(rec.stream.clone()).or_insert(0);
+            if rec.revision != *want {
+                problem(
+                    &mut report,
+                    format!("seq {seq}: stream {} revision {} after {}", rec.stream, rec.revision, *want),
+                );
+            }
+            *want = rec.revision + 1;
+            match index.get((rec.stream.as_str(), rec.revision)).map_err(io)? {
+                Some(s) if s.value() == seq => {}
+                _ => problem(&mut report, format!("seq {seq}: stream index does not point here")),
+            }
+            let digest: [u8; 32] = Sha256::digest(&rec.body).into();
+            if digest != rec.body_sha256 {
+                problem(&mut report, format!("seq {seq}: body digest mismatch"));
+            }
+            match authlog_schemas::Envelope::from_body(&rec.body) {
+                Err(e) => problem(&mut report, format!("seq {seq}: {e}")),
+                Ok(env) => {
+                    if env.stream != rec.stream {
+                        problem(&mut report, format!("seq {seq}: body names stream {}", env.stream));
+                    }
+                    let sidecar_digest = rec.sidecar.as_ref().map(|s| hex::encode(Sha256::digest(s)));
+                    if sidecar_digest != env.sealed_digest {
+                        problem(&mut report, format!("seq {seq}: sidecar does not match sealed_digest"));
+                    }
+                }
+            }
+            if rec.sidecar.is_some() {
+                report.with_sidecar += 1;
+            }
+        }
+        if n < READ_PAGE * 4 {
+            break;
+        }
+    }
+    report.streams = next_revision.len() as u64;
+    Ok(report)
+}

@@ -1,0 +1,217 @@
+//! The event store: one trait with optimistic concurrency in its signature, its
+//! backends, and the decorators that wrap it.
+//!
+//! Backends are chosen at run time by URL ([`StoreUrl`]) and compiled in by Cargo
+//! features; one that is not compiled in is [`StoreError::FeatureNotEnabled`].
+
+pub mod embedded;
+mod instrumented;
+mod url;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use authlog_schemas::{Envelope, Position, Recorded};
+use futures_util::stream::BoxStream;
+use sha2::{Digest, Sha256};
+
+pub use instrumented::{Instrumented, StoreMetrics};
+pub use url::StoreUrl;
+
+/// What the appender expects of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever the stream holds.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this revision.
+    Revision(u64),
+}
+
+impl Expected {
+    /// The expectation that follows having read `last` (None: an empty stream).
+    pub fn after(last: Option<u64>) -> Self {
+        last.map_or(Expected::NoStream, Expected::Revision)
+    }
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::Any => f.write_str("any"),
+            Expected::NoStream => f.write_str("no stream"),
+            Expected::Revision(r) => write!(f, "revision {r}"),
+        }
+    }
+}
+
+/// An event about to be appended: its id, the body as canonical JSON bytes, and
+/// the sealed sidecar if any. Built from an [`Envelope`] so the three agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: uuid::Uuid,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub sidecar: Option<Vec<u8>>,
+}
+
+impl NewEvent {
+    /// Serialises `envelope` once, as RFC 8785 canonical JSON. If `sealed` is given
+    /// (already encrypted, see [`crate::seal`]), its SHA-256 goes into the body as
+    /// `sealed_digest` and the ciphertext travels beside it.
+    pub fn new(mut envelope: Envelope, sealed: Option<Vec<u8>>) -> Result<NewEvent, StoreError> {
+        let id = uuid::Uuid::parse_str(&envelope.id)
+            .map_err(|e| StoreError::InvalidEvent(format!("event id: {e}")))?;
+        envelope.sealed_digest = sealed.as_ref().map(|s| hex::encode(Sha256::digest(s)));
+        let body = envelope
+            .to_body()
+            .map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+        Ok(NewEvent {
+            id,
+            event_type: envelope.event_type.as_str().to_string(),
+            body,
+            sidecar: sealed,
+        })
+    }
+}
+
+/// What a successful append committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// One per event, in order.
+    pub positions: Vec<Position>,
+    /// The stream revision of the last event appended.
+    pub last_revision: u64,
+}
+
+impl Appended {
+    pub fn last_position(&self) -> Option<Position> {
+        self.positions.last().copied()
+    }
+}
+
+/// Where a read of the whole log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Start,
+    /// This position and after.
+    At(Position),
+    /// Strictly after this position.
+    After(Position),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("wrong expected revision on stream {stream}: expected {expected}, actual {}", actual.map_or("no stream".to_string(), |r| format!("revision {r}")))]
+    Conflict {
+        stream: String,
+        expected: Expected,
+        /// The stream's last revision, None if it does not exist.
+        actual: Option<u64>,
+    },
+    #[error(
+        "event {id} was already appended, but not as this append describes it (stream {stream}, {expected})"
+    )]
+    IdReused { id: uuid::Uuid, stream: String, expected: Expected },
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    #[error("the store {0} is in use by another process")]
+    Locked(String),
+    #[error("store backend `{0}` is not compiled into this build (enable Cargo feature `{0}`)")]
+    FeatureNotEnabled(String),
+    #[error("unsupported store URL: {0}")]
+    BadUrl(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("the store's data is damaged: {0}")]
+    Corrupt(String),
+    #[error("store I/O: {0}")]
+    Io(String),
+}
+
+/// The log. Positions are opaque and totally ordered; `seq` is dense.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if it is as `expected`, atomically, and returns
+    /// once they are durable. Idempotent: if these ids already follow `expected` in
+    /// this stream, returns the original result and writes nothing.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: Expected,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Up to `limit` events of `stream` from `from_revision` on, in order.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError>;
+
+    /// Up to `limit` events of the whole log, in log order.
+    async fn read_all(&self, from: ReadFrom, limit: usize) -> Result<Vec<Recorded>, StoreError>;
+
+    /// Committed events from `from`, in order, then the live tail, without gaps.
+    fn subscribe_all(&self, from: ReadFrom) -> BoxStream<'static, Result<Recorded, StoreError>>;
+
+    /// The position of the last committed event, None on an empty log.
+    async fn head(&self) -> Result<Option<Position>, StoreError>;
+
+    /// The identity of this log: snapshots and checkpoints from another log are
+    /// ignored.
+    fn log_id(&self) -> String;
+}
+
+pub type DynStore = Arc<dyn EventStore>;
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: Expected,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        (**self).append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        (**self).read_stream(stream, from_revision, limit).await
+    }
+    async fn read_all(&self, from: ReadFrom, limit: usize) -> Result<Vec<Recorded>, StoreError> {
+        (**self).read_all(from, limit).await
+    }
+    fn subscribe_all(&self, from: ReadFrom) -> BoxStream<'static, Result<Recorded, StoreError>> {
+        (**self).subscribe_all(from)
+    }
+    async fn head(&self) -> Result<Option<Position>, StoreError> {
+        (**self).head().await
+    }
+    fn log_id(&self) -> String {
+        (**self).log_id()
+    }
+}
+
+/// Reads a whole stream (paged).
+pub async fn read_whole_stream(
+    store: &dyn EventStore,
+    stream: &str,
+) -> Result<Vec<Recorded>, StoreError> {
+    const PAGE: usize = 512;
+    let mut out = Vec::new();
+    loop {
+        let page = store.read_stream(stream, out.len() as u64, PAGE).await?;
+        let n = page.len();
+        out.extend(page);
+        if n < PAGE {
+            return Ok(out);
+        }
+    }
+}
