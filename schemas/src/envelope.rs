@@ -28,7 +28,10 @@ pub struct Actor {
 
 impl Actor {
     pub fn system(component: &str) -> Self {
-        Actor { kind: ActorKind::System, id: component.to_string() }
+        Actor {
+            kind: ActorKind::System,
+            id: component.to_string(),
+        }
     }
 }
 

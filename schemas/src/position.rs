@@ -24,7 +24,10 @@ impl Position {
 
     /// A position of a store with contiguous positions.
     pub const fn dense(n: u64) -> Self {
-        Position { commit: n, prepare: n }
+        Position {
+            commit: n,
+            prepare: n,
+        }
     }
 }
 
@@ -122,7 +125,11 @@ mod tests {
     fn positions_order_and_round_trip() {
         assert!(Position::dense(2) < Position::dense(10));
         assert!(Position::new(5, 3) < Position::new(5, 4));
-        for p in [Position::dense(0), Position::dense(42), Position::new(1234, 1200)] {
+        for p in [
+            Position::dense(0),
+            Position::dense(42),
+            Position::new(1234, 1200),
+        ] {
             assert_eq!(p.to_string().parse::<Position>(), Ok(p));
         }
         assert!("x".parse::<Position>().is_err());

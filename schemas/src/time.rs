@@ -122,7 +122,20 @@ impl FromStr for Timestamp {
             digits(b, 17, 2).ok_or_else(err)?,
         );
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let month_days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
         if !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || se > 60 {
             return Err(err());
         }
@@ -161,7 +174,8 @@ impl FromStr for Timestamp {
             }
             _ => return Err(err()),
         };
-        let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se.min(59) - offset_secs;
+        let secs =
+            days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se.min(59) - offset_secs;
         Ok(Timestamp(secs * 1000 + ms))
     }
 }
@@ -189,7 +203,10 @@ mod tests {
         let s = t.to_string();
         assert_eq!(s, "2026-11-26T06:09:54.123Z");
         assert_eq!(s.parse::<Timestamp>(), Ok(t));
-        assert_eq!(Timestamp::from_unix_millis(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_unix_millis(0).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             Timestamp::from_unix_millis(-1).to_string(),
             "1969-12-31T23:59:59.999Z"

@@ -78,7 +78,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.inner.path).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -106,7 +108,13 @@ impl EmbeddedStore {
             .spawn(move || writer(writer_db, receiver, head_tx, last_seq, metrics))
             .map_err(io)?;
         Ok(EmbeddedStore {
-            inner: Arc::new(Inner { db, sender, head: head_rx, log_id, path }),
+            inner: Arc::new(Inner {
+                db,
+                sender,
+                head: head_rx,
+                log_id,
+                path,
+            }),
         })
     }
 
@@ -122,7 +130,10 @@ fn init(db: &Database) -> Result<(String, Option<u64>), StoreError> {
     let last;
     {
         let mut meta = txn.open_table(META).map_err(io)?;
-        let existing = meta.get("log_id").map_err(io)?.map(|v| v.value().to_string());
+        let existing = meta
+            .get("log_id")
+            .map_err(io)?
+            .map(|v| v.value().to_string());
         log_id = match existing {
             Some(id) => id,
             None => {
@@ -132,7 +143,10 @@ fn init(db: &Database) -> Result<(String, Option<u64>), StoreError> {
                 id
             }
         };
-        let format = meta.get("format").map_err(io)?.map(|v| v.value().to_string());
+        let format = meta
+            .get("format")
+            .map_err(io)?
+            .map(|v| v.value().to_string());
         if format.as_deref() != Some(FORMAT_VERSION) {
             return Err(StoreError::Corrupt(format!(
                 "unknown store format {format:?}; this build reads format {FORMAT_VERSION}"
@@ -184,7 +198,10 @@ struct Reader<'a>(&'a [u8], u64);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.0.len() < n {
-            return Err(StoreError::Corrupt(format!("record at seq {} is truncated", self.1)));
+            return Err(StoreError::Corrupt(format!(
+                "record at seq {} is truncated",
+                self.1
+            )));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -206,7 +223,9 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<StoredRecord, StoreError> {
     let mut r = Reader(bytes, seq);
     let version = r.take(1)?[0];
     if version != RECORD_VERSION {
-        return Err(StoreError::Corrupt(format!("record at seq {seq} has version {version}")));
+        return Err(StoreError::Corrupt(format!(
+            "record at seq {seq} has version {version}"
+        )));
     }
     let revision = r.u64()?;
     let len = r.u32()? as usize;
@@ -222,12 +241,24 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<StoredRecord, StoreError> {
             let len = r.u32()? as usize;
             Some(r.take(len)?.to_vec())
         }
-        _ => return Err(StoreError::Corrupt(format!("record at seq {seq}: bad sidecar flag"))),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "record at seq {seq}: bad sidecar flag"
+            )));
+        }
     };
     if !r.0.is_empty() {
-        return Err(StoreError::Corrupt(format!("record at seq {seq} has trailing bytes")));
+        return Err(StoreError::Corrupt(format!(
+            "record at seq {seq} has trailing bytes"
+        )));
     }
-    Ok(StoredRecord { revision, stream, body_sha256, body, sidecar })
+    Ok(StoredRecord {
+        revision,
+        stream,
+        body_sha256,
+        body,
+        sidecar,
+    })
 }
 
 fn to_recorded(seq: u64, rec: StoredRecord) -> Recorded {
@@ -329,10 +360,14 @@ impl Tables<'_> {
     ) -> Result<Result<Appended, StoreError>, StoreError> {
         let stream = req.stream.as_str();
         if req.events.is_empty() {
-            return Ok(Err(StoreError::InvalidEvent("an append needs at least one event".into())));
+            return Ok(Err(StoreError::InvalidEvent(
+                "an append needs at least one event".into(),
+            )));
         }
         if stream.is_empty() || stream.len() > 512 {
-            return Ok(Err(StoreError::InvalidEvent("stream names are 1 to 512 bytes".into())));
+            return Ok(Err(StoreError::InvalidEvent(
+                "stream names are 1 to 512 bytes".into(),
+            )));
         }
         let current = self.streams.get(stream).map_err(io)?.map(|v| v.value());
 
@@ -342,13 +377,17 @@ impl Tables<'_> {
             seen.push(self.ids.get(e.id.as_u128()).map_err(io)?.map(|v| v.value()));
         }
         if seen.iter().any(Option::is_some) {
-            return self.replayed(req, &seen).map(|r| r.ok_or_else(|| id_reused(req)));
+            return self
+                .replayed(req, &seen)
+                .map(|r| r.ok_or_else(|| id_reused(req)));
         }
         let mut distinct: Vec<u128> = req.events.iter().map(|e| e.id.as_u128()).collect();
         distinct.sort_unstable();
         distinct.dedup();
         if distinct.len() != req.events.len() {
-            return Ok(Err(StoreError::InvalidEvent("an event id appears twice in one append".into())));
+            return Ok(Err(StoreError::InvalidEvent(
+                "an event id appears twice in one append".into(),
+            )));
         }
 
         let ok = match req.expected {
@@ -378,7 +417,10 @@ impl Tables<'_> {
         }
         let last_revision = revision - 1;
         self.streams.insert(stream, last_revision).map_err(io)?;
-        Ok(Ok(Appended { positions, last_revision }))
+        Ok(Ok(Appended {
+            positions,
+            last_revision,
+        }))
     }
 
     /// The original result if every id already follows `expected` in this stream,
@@ -393,7 +435,9 @@ impl Tables<'_> {
         for (i, seq) in seen.iter().enumerate() {
             let Some(seq) = *seq else { return Ok(None) };
             let Some(raw) = self.log.get(seq).map_err(io)? else {
-                return Err(StoreError::Corrupt(format!("id index points at missing seq {seq}")));
+                return Err(StoreError::Corrupt(format!(
+                    "id index points at missing seq {seq}"
+                )));
             };
             let rec = decode(seq, raw.value())?;
             if rec.stream != req.stream {
@@ -405,7 +449,9 @@ impl Tables<'_> {
             }
             positions.push(Position::dense(seq));
         }
-        let Some(first) = first_revision else { return Ok(None) };
+        let Some(first) = first_revision else {
+            return Ok(None);
+        };
         let follows = match req.expected {
             Expected::Any => true,
             Expected::NoStream => first == 0,
@@ -458,7 +504,9 @@ fn read_stream_range(
         let (_, seq) = item.map_err(io)?;
         let seq = seq.value();
         let Some(raw) = log.get(seq).map_err(io)? else {
-            return Err(StoreError::Corrupt(format!("stream index points at missing seq {seq}")));
+            return Err(StoreError::Corrupt(format!(
+                "stream index points at missing seq {seq}"
+            )));
         };
         out.push(to_recorded(seq, decode(seq, raw.value())?));
     }
@@ -488,8 +536,17 @@ impl EventStore for EmbeddedStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let req = AppendRequest { stream: stream.to_string(), expected, events, reply };
-        self.inner.sender.send(req).await.map_err(|_| StoreError::Closed)?;
+        let req = AppendRequest {
+            stream: stream.to_string(),
+            expected,
+            events,
+            reply,
+        };
+        self.inner
+            .sender
+            .send(req)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -604,7 +661,10 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
             let seq = k.value();
             n += 1;
             if seq != expected_seq {
-                problem(&mut report, format!("gap: seq {expected_seq} missing before {seq}"));
+                problem(
+                    &mut report,
+                    format!("gap: seq {expected_seq} missing before {seq}"),
+                );
             }
             expected_seq = seq + 1;
             report.events += 1;
@@ -619,13 +679,19 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
             if rec.revision != *want {
                 problem(
                     &mut report,
-                    format!("seq {seq}: stream {} revision {} after {}", rec.stream, rec.revision, *want),
+                    format!(
+                        "seq {seq}: stream {} revision {} after {}",
+                        rec.stream, rec.revision, *want
+                    ),
                 );
             }
             *want = rec.revision + 1;
             match index.get((rec.stream.as_str(), rec.revision)).map_err(io)? {
                 Some(s) if s.value() == seq => {}
-                _ => problem(&mut report, format!("seq {seq}: stream index does not point here")),
+                _ => problem(
+                    &mut report,
+                    format!("seq {seq}: stream index does not point here"),
+                ),
             }
             let digest: [u8; 32] = Sha256::digest(&rec.body).into();
             if digest != rec.body_sha256 {
@@ -635,11 +701,18 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
                 Err(e) => problem(&mut report, format!("seq {seq}: {e}")),
                 Ok(env) => {
                     if env.stream != rec.stream {
-                        problem(&mut report, format!("seq {seq}: body names stream {}", env.stream));
+                        problem(
+                            &mut report,
+                            format!("seq {seq}: body names stream {}", env.stream),
+                        );
                     }
-                    let sidecar_digest = rec.sidecar.as_ref().map(|s| hex::encode(Sha256::digest(s)));
+                    let sidecar_digest =
+                        rec.sidecar.as_ref().map(|s| hex::encode(Sha256::digest(s)));
                     if sidecar_digest != env.sealed_digest {
-                        problem(&mut report, format!("seq {seq}: sidecar does not match sealed_digest"));
+                        problem(
+                            &mut report,
+                            format!("seq {seq}: sidecar does not match sealed_digest"),
+                        );
                     }
                 }
             }

@@ -28,7 +28,10 @@ fn latency_buckets() -> Vec<f64> {
 impl StoreMetrics {
     pub fn new(registry: &Registry) -> Result<StoreMetrics, prometheus::Error> {
         let events_appended = IntCounterVec::new(
-            Opts::new("authlog_events_appended_total", "Events committed to the log, by type"),
+            Opts::new(
+                "authlog_events_appended_total",
+                "Events committed to the log, by type",
+            ),
             &["type"],
         )?;
         let append_seconds = HistogramVec::new(
@@ -40,18 +43,31 @@ impl StoreMetrics {
             &["result"],
         )?;
         let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new("authlog_store_commit_seconds", "Duration of one durable group commit")
-                .buckets(latency_buckets()),
+            HistogramOpts::new(
+                "authlog_store_commit_seconds",
+                "Duration of one durable group commit",
+            )
+            .buckets(latency_buckets()),
         )?;
         let batch_size = Histogram::with_opts(
-            HistogramOpts::new("authlog_store_commit_batch_size", "Appends sharing one durable commit")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0]),
+            HistogramOpts::new(
+                "authlog_store_commit_batch_size",
+                "Appends sharing one durable commit",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ]),
         )?;
         registry.register(Box::new(events_appended.clone()))?;
         registry.register(Box::new(append_seconds.clone()))?;
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
-        Ok(StoreMetrics { events_appended, append_seconds, commit_seconds, batch_size })
+        Ok(StoreMetrics {
+            events_appended,
+            append_seconds,
+            commit_seconds,
+            batch_size,
+        })
     }
 }
 
@@ -89,7 +105,10 @@ impl<S: EventStore> EventStore for Instrumented<S> {
             .observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
             for t in &types {
-                self.metrics.events_appended.with_label_values(&[t.as_str()]).inc();
+                self.metrics
+                    .events_appended
+                    .with_label_values(&[t.as_str()])
+                    .inc();
             }
         }
         result

@@ -113,7 +113,11 @@ pub enum StoreError {
     #[error(
         "event {id} was already appended, but not as this append describes it (stream {stream}, {expected})"
     )]
-    IdReused { id: uuid::Uuid, stream: String, expected: Expected },
+    IdReused {
+        id: uuid::Uuid,
+        stream: String,
+        expected: Expected,
+    },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
     #[error("the store {0} is in use by another process")]

@@ -38,7 +38,10 @@ mod tests {
 
     #[test]
     fn parses_store_urls() {
-        assert_eq!(StoreUrl::parse("embedded").ok(), Some(StoreUrl::Embedded(None)));
+        assert_eq!(
+            StoreUrl::parse("embedded").ok(),
+            Some(StoreUrl::Embedded(None))
+        );
         assert_eq!(
             StoreUrl::parse("embedded://./x").ok(),
             Some(StoreUrl::Embedded(Some(PathBuf::from("./x"))))
@@ -47,6 +50,9 @@ mod tests {
             StoreUrl::parse("kurrentdb://localhost:2113"),
             Err(StoreError::FeatureNotEnabled(_))
         ));
-        assert!(matches!(StoreUrl::parse("ftp://x"), Err(StoreError::BadUrl(_))));
+        assert!(matches!(
+            StoreUrl::parse("ftp://x"),
+            Err(StoreError::BadUrl(_))
+        ));
     }
 }

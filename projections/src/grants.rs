@@ -1,0 +1,220 @@
+//! Grants: one authorization from code to last refresh, with what is revoked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use authlog_schemas::data::{self, GrantType};
+use authlog_schemas::{EventType, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::expiry::Expiry;
+use crate::{Event, Projection, ProjectionError, decode};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    pub code_id: String,
+    pub redirect_uri: String,
+    pub expires_at: Timestamp,
+    pub redeemed: bool,
+    /// Sealed: the code's hash and the PKCE challenge.
+    pub sealed: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    pub token_id: String,
+    pub expires_at: Timestamp,
+    /// Sealed: the refresh token's hash.
+    pub sealed: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub code: Option<Code>,
+    /// The current refresh token of the family.
+    pub refresh: Option<Refresh>,
+    /// Refresh tokens rotated out: presenting one again is reuse.
+    pub rotated_refresh_ids: BTreeSet<String>,
+    /// Live access tokens by id (`jti`) and expiry.
+    pub access_tokens: BTreeMap<String, Timestamp>,
+    /// Token ids revoked one by one.
+    pub revoked_tokens: BTreeSet<String>,
+    /// The whole grant is revoked.
+    pub revoked: bool,
+    /// The last revision of `grant-{id}`.
+    pub revision: u64,
+    /// When the last thing in the grant expires: the grant leaves memory then.
+    pub expires_at: Timestamp,
+}
+
+impl Grant {
+    fn recompute_expiry(&mut self) {
+        let mut latest = self.code.as_ref().map(|c| c.expires_at).unwrap_or_default();
+        if let Some(r) = &self.refresh {
+            latest = latest.max(r.expires_at);
+        }
+        for exp in self.access_tokens.values() {
+            latest = latest.max(*exp);
+        }
+        self.expires_at = latest;
+    }
+
+    /// Whether the access token `jti` is live at `now`.
+    pub fn access_token_active(&self, jti: &str, now: Timestamp) -> bool {
+        !self.revoked
+            && !self.revoked_tokens.contains(jti)
+            && self.access_tokens.get(jti).is_some_and(|exp| now < *exp)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantsView {
+    by_id: BTreeMap<String, Grant>,
+    expiry: Expiry,
+}
+
+impl GrantsView {
+    pub fn get(&self, grant_id: &str) -> Option<&Grant> {
+        self.by_id.get(grant_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn update(&mut self, grant_id: &str, revision: u64, f: impl FnOnce(&mut Grant)) {
+        if let Some(g) = self.by_id.get_mut(grant_id) {
+            let old = g.expires_at;
+            f(g);
+            g.revision = revision;
+            g.recompute_expiry();
+            self.expiry.set(grant_id, Some(old), Some(g.expires_at));
+        }
+    }
+}
+
+impl Projection for GrantsView {
+    fn initial() -> Self {
+        GrantsView::default()
+    }
+
+    fn apply(&mut self, event: &Event<'_>, _now: Timestamp) -> Result<(), ProjectionError> {
+        let sealed = event.sidecar.map(<[u8]>::to_vec);
+        match event.envelope.event_type {
+            EventType::AuthorizationCodeIssued => {
+                let d: data::AuthorizationCodeIssued = decode(event)?;
+                let g = Grant {
+                    grant_id: d.grant_id.clone(),
+                    client_id: d.client_id,
+                    user_id: Some(d.user_id),
+                    session_id: Some(d.session_id),
+                    scopes: d.scopes,
+                    code: Some(Code {
+                        code_id: d.code_id,
+                        redirect_uri: d.redirect_uri,
+                        expires_at: d.expires_at,
+                        redeemed: false,
+                        sealed,
+                    }),
+                    refresh: None,
+                    rotated_refresh_ids: BTreeSet::new(),
+                    access_tokens: BTreeMap::new(),
+                    revoked_tokens: BTreeSet::new(),
+                    revoked: false,
+                    revision: event.revision,
+                    expires_at: d.expires_at,
+                };
+                self.expiry.set(&d.grant_id, None, Some(g.expires_at));
+                self.by_id.insert(d.grant_id, g);
+            }
+            EventType::TokenGranted => {
+                let d: data::TokenGranted = decode(event)?;
+                if d.grant_type == GrantType::ClientCredentials
+                    && !self.by_id.contains_key(&d.grant_id)
+                {
+                    self.by_id.insert(
+                        d.grant_id.clone(),
+                        Grant {
+                            grant_id: d.grant_id.clone(),
+                            client_id: d.client_id.clone(),
+                            user_id: None,
+                            session_id: None,
+                            scopes: d.scopes.clone(),
+                            code: None,
+                            refresh: None,
+                            rotated_refresh_ids: BTreeSet::new(),
+                            access_tokens: BTreeMap::new(),
+                            revoked_tokens: BTreeSet::new(),
+                            revoked: false,
+                            revision: event.revision,
+                            expires_at: d.access_token_expires_at,
+                        },
+                    );
+                    self.expiry
+                        .set(&d.grant_id, None, Some(d.access_token_expires_at));
+                }
+                self.update(&d.grant_id, event.revision, |g| {
+                    if d.consumed_code_id.is_some()
+                        && let Some(c) = g.code.as_mut()
+                    {
+                        c.redeemed = true;
+                    }
+                    if let Some(old) = d.consumed_refresh_token_id.clone() {
+                        g.rotated_refresh_ids.insert(old);
+                    }
+                    g.scopes = d.scopes.clone();
+                    g.access_tokens
+                        .insert(d.access_token_id.clone(), d.access_token_expires_at);
+                    if let (Some(id), Some(exp)) =
+                        (d.refresh_token_id.clone(), d.refresh_token_expires_at)
+                    {
+                        g.refresh = Some(Refresh {
+                            token_id: id,
+                            expires_at: exp,
+                            sealed,
+                        });
+                    }
+                });
+            }
+            EventType::AuthorizationCodeReplayDetected => {
+                let d: data::AuthorizationCodeReplayDetected = decode(event)?;
+                self.update(&d.grant_id, event.revision, |g| {
+                    g.revoked = true;
+                    g.revoked_tokens.extend(d.revoked_token_ids);
+                });
+            }
+            EventType::RefreshTokenReuseDetected => {
+                let d: data::RefreshTokenReuseDetected = decode(event)?;
+                self.update(&d.grant_id, event.revision, |g| {
+                    g.revoked = true;
+                    g.revoked_tokens.extend(d.revoked_token_ids);
+                });
+            }
+            EventType::TokenRevoked => {
+                let d: data::TokenRevoked = decode(event)?;
+                self.update(&d.grant_id, event.revision, |g| {
+                    if d.grant {
+                        g.revoked = true;
+                    }
+                    g.revoked_tokens.extend(d.token_ids);
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        for id in self.expiry.pop_expired(now) {
+            self.by_id.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Signing keys: generated, active, retired (verifying until a time).
+
+use std::collections::BTreeMap;
+
+use authlog_schemas::data;
+use authlog_schemas::{EventType, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::expiry::Expiry;
+use crate::{Event, Projection, ProjectionError, decode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum KeyStatus {
+    Generated,
+    Active,
+    Retired { verify_until: Timestamp },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: serde_json::Map<String, serde_json::Value>,
+    /// The sealed private key (ciphertext).
+    pub private_key: Option<Vec<u8>>,
+    pub status: KeyStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysView {
+    by_kid: BTreeMap<String, SigningKey>,
+    active: Option<String>,
+    /// The last revision of the `keys` stream.
+    pub revision: Option<u64>,
+    expiry: Expiry,
+}
+
+impl KeysView {
+    pub fn active(&self) -> Option<&SigningKey> {
+        self.active.as_ref().and_then(|k| self.by_kid.get(k))
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&SigningKey> {
+        self.by_kid.get(kid)
+    }
+
+    /// Keys whose public half belongs in the JWKS: all but expired retired ones.
+    pub fn published(&self) -> impl Iterator<Item = &SigningKey> {
+        self.by_kid.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+}
+
+impl Projection for KeysView {
+    fn initial() -> Self {
+        KeysView::default()
+    }
+
+    fn apply(&mut self, event: &Event<'_>, _now: Timestamp) -> Result<(), ProjectionError> {
+        match event.envelope.event_type {
+            EventType::KeyGenerated => {
+                let d: data::KeyGenerated = decode(event)?;
+                self.by_kid.insert(
+                    d.kid.clone(),
+                    SigningKey {
+                        kid: d.kid,
+                        alg: d.alg,
+                        public_jwk: d.public_jwk,
+                        private_key: event.sidecar.map(<[u8]>::to_vec),
+                        status: KeyStatus::Generated,
+                    },
+                );
+            }
+            EventType::KeyActivated => {
+                let d: data::KeyActivated = decode(event)?;
+                if let Some(k) = self.by_kid.get_mut(&d.kid) {
+                    k.status = KeyStatus::Active;
+                    self.active = Some(d.kid);
+                }
+            }
+            EventType::KeyRetired => {
+                let d: data::KeyRetired = decode(event)?;
+                if let Some(k) = self.by_kid.get_mut(&d.kid) {
+                    k.status = KeyStatus::Retired {
+                        verify_until: d.verify_until,
+                    };
+                    self.expiry.set(&d.kid, None, Some(d.verify_until));
+                    if self.active.as_deref() == Some(d.kid.as_str()) {
+                        self.active = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if event.stream == "keys" {
+            self.revision = Some(event.revision);
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        for kid in self.expiry.pop_expired(now) {
+            self.by_kid.remove(&kid);
+        }
+    }
+}
