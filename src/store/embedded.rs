@@ -27,7 +27,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Appended, EventStore, Expected, NewEvent, ReadFrom, StoreError, StoreMetrics};
+use super::{
+    Appended, CheckReport, EventStore, Expected, Head, NewEvent, ReadFrom, StoreError, StoreMetrics,
+};
 
 /// seq → encoded record.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -612,30 +614,22 @@ impl EventStore for EmbeddedStore {
         .boxed()
     }
 
-    async fn head(&self) -> Result<Option<Position>, StoreError> {
-        Ok((*self.inner.head.borrow()).map(Position::dense))
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
+        Ok((*self.inner.head.borrow()).map(|seq| Head {
+            position: Position::dense(seq),
+            seq,
+        }))
     }
 
     fn log_id(&self) -> String {
         self.inner.log_id.clone()
     }
-}
 
-/// What `store check` found.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CheckReport {
-    pub events: u64,
-    pub streams: u64,
-    pub with_sidecar: u64,
-    pub problems: Vec<String>,
-}
-
-impl EmbeddedStore {
     /// Reads the whole log in short pages and checks it: seqs dense from 0, each
     /// stream's revisions contiguous from 0 and matching the stream index, each
     /// body's SHA-256 as recorded, each body a parseable envelope naming its
     /// stream, each sidecar matching the body's `sealed_digest`.
-    pub async fn check(&self) -> Result<CheckReport, StoreError> {
+    async fn check(&self) -> Result<CheckReport, StoreError> {
         let db = self.inner.db.clone();
         blocking(move || check_db(&db)).await
     }

@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use authlog_schemas::{Position, Recorded};
+use authlog_schemas::Recorded;
 use futures_util::stream::BoxStream;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use super::{Appended, EventStore, Expected, NewEvent, ReadFrom, StoreError};
+use super::{Appended, CheckReport, EventStore, Expected, Head, NewEvent, ReadFrom, StoreError};
 
 /// The store's metrics. Backends that batch (group commit) also record batch size
 /// and commit latency here.
@@ -131,11 +131,15 @@ impl<S: EventStore> EventStore for Instrumented<S> {
         self.inner.subscribe_all(from)
     }
 
-    async fn head(&self) -> Result<Option<Position>, StoreError> {
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
         self.inner.head().await
     }
 
     fn log_id(&self) -> String {
         self.inner.log_id()
+    }
+
+    async fn check(&self) -> Result<CheckReport, StoreError> {
+        self.inner.check().await
     }
 }

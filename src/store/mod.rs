@@ -91,6 +91,13 @@ impl Appended {
     }
 }
 
+/// The end of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub position: Position,
+    pub seq: u64,
+}
+
 /// Where a read of the whole log starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
@@ -161,12 +168,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// Committed events from `from`, in order, then the live tail, without gaps.
     fn subscribe_all(&self, from: ReadFrom) -> BoxStream<'static, Result<Recorded, StoreError>>;
 
-    /// The position of the last committed event, None on an empty log.
-    async fn head(&self) -> Result<Option<Position>, StoreError>;
+    /// The last committed event's position and seq, None on an empty log.
+    async fn head(&self) -> Result<Option<Head>, StoreError>;
 
     /// The identity of this log: snapshots and checkpoints from another log are
     /// ignored.
     fn log_id(&self) -> String;
+
+    /// Reads the whole log and checks order, revisions and body digests.
+    async fn check(&self) -> Result<CheckReport, StoreError>;
+}
+
+/// What `store check` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckReport {
+    pub events: u64,
+    pub streams: u64,
+    pub with_sidecar: u64,
+    pub problems: Vec<String>,
 }
 
 pub type DynStore = Arc<dyn EventStore>;
@@ -195,11 +214,14 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     fn subscribe_all(&self, from: ReadFrom) -> BoxStream<'static, Result<Recorded, StoreError>> {
         (**self).subscribe_all(from)
     }
-    async fn head(&self) -> Result<Option<Position>, StoreError> {
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
         (**self).head().await
     }
     fn log_id(&self) -> String {
         (**self).log_id()
+    }
+    async fn check(&self) -> Result<CheckReport, StoreError> {
+        (**self).check().await
     }
 }
 

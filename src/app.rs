@@ -1,0 +1,241 @@
+//! Building and running the server: what `authlog serve` and the tests share.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::seal::Kek;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{DynStore, Instrumented, StoreError, StoreUrl};
+use crate::views::{self, SnapshotPolicy, ViewsHandle};
+
+/// The views snapshot under the data directory.
+pub const SNAPSHOT_FILE: &str = "views.snapshot.json";
+/// The admin token generated at first start when none is configured.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The key-encryption key generated at first start when none is configured.
+pub const KEK_FILE: &str = "kek";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the data directory {0} is in use by another authlog process (stop it, or give this one another AUTHLOG_DATA_DIR)"
+    )]
+    DataDirInUse(PathBuf),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("binding {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Opens the store the configuration names, wrapped with metrics.
+pub fn open_store(config: &Config, metrics: Option<&Metrics>) -> Result<DynStore, StartError> {
+    match StoreUrl::parse(&config.store)? {
+        StoreUrl::Embedded(path) => {
+            let dir = path.unwrap_or_else(|| config.data_dir.clone());
+            let store = EmbeddedStore::open(&dir, metrics.map(|m| m.store.clone())).map_err(
+                |e| match e {
+                    StoreError::Locked(_) => StartError::DataDirInUse(dir.clone()),
+                    other => StartError::Store(other),
+                },
+            )?;
+            Ok(match metrics {
+                Some(m) => Arc::new(Instrumented::new(store, m.store.clone())),
+                None => Arc::new(store),
+            })
+        }
+    }
+}
+
+/// Writes `contents` to a new file readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+fn random_token() -> Result<String, StartError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StartError::Setup(format!("randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The configured admin tokens, or the one in `data_dir/admin-token`, generated
+/// at first start (its path is printed, never the token).
+fn admin_tokens(config: &Config) -> Result<Vec<(String, [u8; 32])>, StartError> {
+    let mut tokens: Vec<(String, [u8; 32])> = config
+        .admin
+        .tokens
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                Sha256::digest(t.token.expose().as_bytes()).into(),
+            )
+        })
+        .collect();
+    if tokens.is_empty() {
+        let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+        if !path.exists() {
+            write_private(&path, &random_token()?)
+                .map_err(|e| StartError::Setup(format!("writing {}: {e}", path.display())))?;
+            eprintln!(
+                "authlog: no admin token configured; generated one into {}",
+                path.display()
+            );
+        }
+        let token = std::fs::read_to_string(&path)
+            .map_err(|e| StartError::Setup(format!("reading {}: {e}", path.display())))?;
+        tokens.push((
+            "default".into(),
+            Sha256::digest(token.trim().as_bytes()).into(),
+        ));
+    }
+    Ok(tokens)
+}
+
+/// The configured KEK, or the one in `data_dir/kek`, generated at first start.
+pub fn load_kek(config: &Config) -> Result<Kek, StartError> {
+    if let Some(k) = &config.kek {
+        return Kek::from_base64(k.expose()).map_err(|e| StartError::Setup(format!("kek: {e}")));
+    }
+    let path = config.data_dir.join(KEK_FILE);
+    if !path.exists() {
+        let key = Kek::generate_base64().map_err(|e| StartError::Setup(e.to_string()))?;
+        write_private(&path, &key)
+            .map_err(|e| StartError::Setup(format!("writing {}: {e}", path.display())))?;
+        tracing::warn!(path = %path.display(), "no KEK configured; generated one (several nodes must share AUTHLOG_KEK instead)");
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| StartError::Setup(format!("reading {}: {e}", path.display())))?;
+    Kek::from_base64(&text).map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    runner: tokio::task::JoinHandle<()>,
+    port: u16,
+}
+
+impl Application {
+    /// Opens the store, restores or rebuilds the views and binds the listener.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Setup(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
+        let store = open_store(&config, Some(&metrics))?;
+        let _kek = load_kek(&config)?;
+        let admin_tokens = admin_tokens(&config)?;
+        let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
+        let initial = views::load_snapshot(&store, &snapshot_path).await;
+        let (views, runner) = views::start(
+            store.clone(),
+            initial,
+            metrics.clone(),
+            Some(SnapshotPolicy {
+                path: snapshot_path,
+                every: config.views.snapshot_every,
+            }),
+        )
+        .await;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| StartError::Bind {
+                addr: config.listen,
+                error,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Setup(e.to_string()))?
+            .port();
+        let state = Arc::new(AppState {
+            config,
+            store,
+            views,
+            metrics,
+            admin_tokens,
+        });
+        Ok(Application {
+            state,
+            listener,
+            runner,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> DynStore {
+        self.state.store.clone()
+    }
+
+    pub fn views(&self) -> ViewsHandle {
+        self.state.views.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests (and their
+    /// appends) finish, stops the view runner and writes a final snapshot.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Application {
+            state,
+            listener,
+            runner,
+            ..
+        } = self;
+        tracing::info!(addr = ?listener.local_addr().ok(), issuer = %state.config.issuer, "authlog serving");
+        warp::serve(http::routes(state.clone()))
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        runner.abort();
+        let _ = runner.await;
+        let path = state.config.data_dir.join(SNAPSHOT_FILE);
+        if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {
+            tracing::warn!(error = %e, "writing the final views snapshot failed");
+        }
+        tracing::info!("authlog stopped");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,279 @@
+//! The `authlog` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use authlog_schemas::Position;
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+
+use crate::app::{self, ADMIN_TOKEN_FILE, Application, StartError};
+use crate::config::Config;
+use crate::store::{CheckReport, DynStore, ReadFrom};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authlog",
+    version,
+    about = "An OpenID Connect provider whose whole state is an append-only event log"
+)]
+pub struct Cli {
+    /// A TOML configuration file (defaults, then this file, then AUTHLOG_* variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Read the event log.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Inspect the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+/// How to reach a running server when the store is locked by it.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// The server's base URL (default: http:// + the configured listen address).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// An admin token (default: the configured one, or DATA_DIR/admin-token).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as NDJSON: bodies as stored plus position, revision and seq.
+    Tail {
+        /// Start at this position (default: the beginning of the log).
+        #[arg(long)]
+        from: Option<Position>,
+        /// Keep following new events.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Read the whole log; check order, revisions and body digests.
+    Check {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Other(String),
+    #[error("the store check found {0} problem(s)")]
+    Damaged(usize),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let level = config
+        .log_level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until(app::shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    from,
+                    follow,
+                    remote,
+                },
+        } => match app::open_store(&config, None) {
+            Ok(store) => {
+                eprintln!(
+                    "authlog: reading the embedded store in {} directly",
+                    config.data_dir.display()
+                );
+                tail_local(store, from, follow).await
+            }
+            Err(StartError::DataDirInUse(_)) => {
+                let (url, token) = remote_target(&config, &remote)?;
+                eprintln!(
+                    "authlog: the store is locked by a running server; reading through its admin API at {url}"
+                );
+                tail_remote(&url, &token, from, follow).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Store {
+            command: StoreCommand::Check { remote },
+        } => {
+            let report = match app::open_store(&config, None) {
+                Ok(store) => {
+                    eprintln!(
+                        "authlog: checking the embedded store in {} directly",
+                        config.data_dir.display()
+                    );
+                    store
+                        .check()
+                        .await
+                        .map_err(|e| CliError::Other(e.to_string()))?
+                }
+                Err(StartError::DataDirInUse(_)) => {
+                    let (url, token) = remote_target(&config, &remote)?;
+                    eprintln!(
+                        "authlog: the store is locked by a running server; checking through its admin API at {url}"
+                    );
+                    check_remote(&url, &token).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            println!(
+                "events: {}\nstreams: {}\nwith sealed sidecar: {}\nproblems: {}",
+                report.events,
+                report.streams,
+                report.with_sidecar,
+                report.problems.len()
+            );
+            for p in &report.problems {
+                println!("  {p}");
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Damaged(report.problems.len()))
+            }
+        }
+    }
+}
+
+fn remote_target(config: &Config, remote: &Remote) -> Result<(String, String), CliError> {
+    let url = remote
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_string();
+    let token = match (&remote.token, config.admin.tokens.first()) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t.token.expose().to_string(),
+        (None, None) => {
+            let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    CliError::Other(format!(
+                        "no admin token given and {} is unreadable: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_string()
+        }
+    };
+    Ok((url, token))
+}
+
+async fn tail_local(store: DynStore, from: Option<Position>, follow: bool) -> Result<(), CliError> {
+    let head = store
+        .head()
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    if !follow && (head.is_none() || from.is_some_and(|f| head.is_some_and(|h| f > h.position))) {
+        return Ok(());
+    }
+    let mut events = store.subscribe_all(from.map_or(ReadFrom::Start, ReadFrom::At));
+    let mut out = std::io::stdout().lock();
+    while let Some(item) = events.next().await {
+        let r = item.map_err(|e| CliError::Other(e.to_string()))?;
+        out.write_all(&r.to_export_line())
+            .and_then(|_| out.write_all(b"\n"))
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        if follow {
+            out.flush().map_err(|e| CliError::Other(e.to_string()))?;
+        } else if head.is_some_and(|h| r.position >= h.position) {
+            break;
+        }
+    }
+    out.flush().map_err(|e| CliError::Other(e.to_string()))
+}
+
+async fn tail_remote(
+    url: &str,
+    token: &str,
+    from: Option<Position>,
+    follow: bool,
+) -> Result<(), CliError> {
+    // Positions are digits and `/`, which need no escaping in a query.
+    let mut target = format!("{url}/admin/events?follow={follow}");
+    if let Some(p) = from {
+        target.push_str(&format!("&from={p}"));
+    }
+    let response = reqwest::Client::new()
+        .get(target)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(CliError::Other(format!(
+            "{url}/admin/events: {status}: {body}"
+        )));
+    }
+    let mut body = response.bytes_stream();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| CliError::Other(e.to_string()))?;
+        out.write_all(&chunk)
+            .and_then(|_| out.flush())
+            .map_err(|e| CliError::Other(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn check_remote(url: &str, token: &str) -> Result<CheckReport, CliError> {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/admin/store/check"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    if !status.is_success() {
+        return Err(CliError::Other(format!(
+            "{url}/admin/store/check: {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| CliError::Other(format!("{url}/admin/store/check: {e}")))
+}

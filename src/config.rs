@@ -1,0 +1,322 @@
+//! Typed configuration in layers: defaults → a TOML file → `AUTHLOG_*`
+//! environment variables. Unknown keys and unknown `AUTHLOG_*` variables are
+//! errors; secrets are [`Secret`]s whose `Debug` is redacted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configured secret. `Debug` shows `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Recorded as the `actor.id` of what the token does.
+    pub name: String,
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub tokens: Vec<NamedToken>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest request body accepted, in bytes.
+    pub body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Write a snapshot of the views after this many events (and at shutdown).
+    pub snapshot_every: u64,
+    /// How long a request waits for the views to reach its own write.
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub issuer: String,
+    pub data_dir: PathBuf,
+    /// A store URL: `embedded` or `embedded://PATH`.
+    pub store: String,
+    /// Base64 of 32 bytes. Absent: generated once into `data_dir/kek` (single node).
+    #[serde(default)]
+    pub kek: Option<Secret>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+    pub views: ViewsConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {error}")]
+    Parse { path: String, error: String },
+    #[error("unknown environment variable {0}; known: {1}")]
+    UnknownEnv(String, String),
+    #[error("environment variable {name}: {error}")]
+    BadEnv { name: String, error: String },
+}
+
+const DEFAULTS: &str = r#"
+listen = "127.0.0.1:8080"
+issuer = "http://127.0.0.1:8080/oidc"
+data_dir = "./data"
+store = "embedded"
+log_level = "info"
+
+[admin]
+tokens = []
+
+[limits]
+body_bytes = 65536
+
+[views]
+snapshot_every = 10000
+wait_ms = 5000
+"#;
+
+/// `AUTHLOG_*` variables and the key each sets. `AUTHLOG_ADMIN_TOKEN` adds a token
+/// named `default`; `AUTHLOG_TEST_*` belong to the test suite.
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("AUTHLOG_LISTEN", "listen", Kind::Str),
+    ("AUTHLOG_ISSUER", "issuer", Kind::Str),
+    ("AUTHLOG_DATA_DIR", "data_dir", Kind::Str),
+    ("AUTHLOG_STORE", "store", Kind::Str),
+    ("AUTHLOG_KEK", "kek", Kind::Str),
+    ("AUTHLOG_LOG_LEVEL", "log_level", Kind::Str),
+    ("AUTHLOG_LIMITS_BODY_BYTES", "limits.body_bytes", Kind::Int),
+    (
+        "AUTHLOG_VIEWS_SNAPSHOT_EVERY",
+        "views.snapshot_every",
+        Kind::Int,
+    ),
+    ("AUTHLOG_VIEWS_WAIT_MS", "views.wait_ms", Kind::Int),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        error: e.to_string(),
+    })
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse_table(DEFAULTS, "defaults")?;
+        let origin = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
+                merge(&mut table, parse_table(&text, &path.display().to_string())?);
+                path.display().to_string()
+            }
+            None => "configuration".to_string(),
+        };
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AUTHLOG_"))
+            .collect();
+        for (name, value) in &env {
+            if name.starts_with("AUTHLOG_TEST_") {
+                continue;
+            }
+            if name == "AUTHLOG_ADMIN_TOKEN" {
+                let mut token = toml::Table::new();
+                token.insert("name".into(), toml::Value::String("default".into()));
+                token.insert("token".into(), toml::Value::String(value.clone()));
+                if let Some(toml::Value::Table(admin)) = table.get_mut("admin")
+                    && let Some(toml::Value::Array(tokens)) = admin.get_mut("tokens")
+                {
+                    tokens.push(toml::Value::Table(token));
+                }
+                continue;
+            }
+            let Some((_, key, kind)) = ENV_KEYS.iter().find(|(n, _, _)| n == name) else {
+                let mut known: Vec<&str> = ENV_KEYS.iter().map(|(n, _, _)| *n).collect();
+                known.push("AUTHLOG_ADMIN_TOKEN");
+                return Err(ConfigError::UnknownEnv(name.clone(), known.join(", ")));
+            };
+            let v = match kind {
+                Kind::Str => toml::Value::String(value.clone()),
+                Kind::Int => {
+                    toml::Value::Integer(value.parse().map_err(|_| ConfigError::BadEnv {
+                        name: name.clone(),
+                        error: "expected an integer".into(),
+                    })?)
+                }
+            };
+            match key.split_once('.') {
+                None => {
+                    table.insert(key.to_string(), v);
+                }
+                Some((section, field)) => {
+                    let entry = table
+                        .entry(section.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(inner) = entry {
+                        inner.insert(field.to_string(), v);
+                    }
+                }
+            }
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    error: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |error: &str| ConfigError::Parse {
+            path: "configuration".into(),
+            error: error.into(),
+        };
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(bad("log_level must be error, warn, info, debug or trace"));
+        }
+        if !(self.issuer.starts_with("https://") || self.issuer.starts_with("http://")) {
+            return Err(bad("issuer must be an http(s) URL"));
+        }
+        if self.limits.body_bytes == 0 {
+            return Err(bad("limits.body_bytes must be positive"));
+        }
+        let mut names: Vec<&str> = self.admin.tokens.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(bad("admin token names must be unique"));
+        }
+        if self
+            .admin
+            .tokens
+            .iter()
+            .any(|t| t.token.expose().len() < 16)
+        {
+            return Err(bad("admin tokens must be at least 16 characters"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_defaults_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authlog.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nbody_bytes = 1024\n[[admin.tokens]]\nname = \"ops\"\ntoken = \"0123456789abcdef-ops\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("AUTHLOG_LISTEN", "127.0.0.1:9100"),
+                ("AUTHLOG_ADMIN_TOKEN", "0123456789abcdef-env"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.limits.body_bytes, 1024);
+        assert_eq!(c.views.snapshot_every, 10000);
+        assert_eq!(c.admin.tokens.len(), 2);
+        assert_eq!(c.admin.tokens[1].name, "default");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("0123456789abcdef"),
+            "secrets leak into Debug: {debug}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authlog.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::load(None, env(&[("AUTHLOG_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AUTHLOG_LISTN"), "{err}");
+        assert!(Config::load(None, env(&[("AUTHLOG_LISTEN", "nowhere")])).is_err());
+        assert!(Config::load(None, env(&[("AUTHLOG_TEST_ANYTHING", "x")])).is_ok());
+    }
+}

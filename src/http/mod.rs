@@ -1,0 +1,119 @@
+//! warp filters and handlers. One function per route, state injected with
+//! [`with_state`], one rejection handler ([`error::recover`]).
+
+mod admin;
+pub mod error;
+mod ops;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use warp::Filter;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::DynStore;
+use crate::views::ViewsHandle;
+pub use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub store: DynStore,
+    pub views: ViewsHandle,
+    pub metrics: Metrics,
+    /// (name, SHA-256 of the token): compared in constant time.
+    pub admin_tokens: Vec<(String, [u8; 32])>,
+}
+
+pub type State = Arc<AppState>;
+
+pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The name of the admin token presented as `Authorization: Bearer …`.
+pub fn admin_auth(
+    state: State,
+) -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            let token = header
+                .as_deref()
+                .and_then(|h| {
+                    h.strip_prefix("Bearer ")
+                        .or_else(|| h.strip_prefix("bearer "))
+                })
+                .ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))?;
+            let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+            // Compare against every configured token without stopping early.
+            let mut found = None;
+            for (name, digest) in &state.admin_tokens {
+                if bool::from(digest.ct_eq(&presented)) {
+                    found = Some(name.clone());
+                }
+            }
+            found.ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))
+        }
+    })
+}
+
+/// Refuses, before routing, any request whose declared body exceeds the limit.
+/// Routes that read a body add `content_length_limit` as well.
+fn body_limit(limit: u64) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |len: Option<u64>| async move {
+            match len {
+                Some(n) if n > limit => Err(warp::reject::custom(ApiError::PayloadTooLarge(limit))),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+}
+
+/// The route label for metrics: a fixed template, never the raw path.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/admin/events" => "admin_events",
+        "/admin/store/check" => "admin_store_check",
+        _ => "other",
+    }
+}
+
+/// Every route, with metrics and the rejection handler.
+pub fn routes(
+    state: State,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let metrics = state.metrics.clone();
+    let log = warp::log::custom(move |info| {
+        let route = route_label(info.path());
+        metrics
+            .http_requests
+            .with_label_values(&[route, info.status().as_str()])
+            .inc();
+        metrics
+            .http_seconds
+            .with_label_values(&[route])
+            .observe(info.elapsed().as_secs_f64());
+    });
+    body_limit(state.config.limits.body_bytes)
+        .and(
+            ops::healthz()
+                .or(ops::readyz(state.clone()))
+                .or(ops::metrics(state.clone()))
+                .or(admin::events(state.clone()))
+                .or(admin::store_check(state)),
+        )
+        .recover(error::recover)
+        .with(log)
+        .with(warp::reply::with::header(
+            "x-content-type-options",
+            "nosniff",
+        ))
+}
