@@ -134,16 +134,26 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     runner: tokio::task::JoinHandle<()>,
     port: u16,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
     /// Opens the store, restores or rebuilds the views and binds the listener.
     pub async fn build(config: Config) -> Result<Application, StartError> {
+        Application::build_with(config, |store| store).await
+    }
+
+    /// As [`Application::build`], with the opened store wrapped by `wrap` (tests
+    /// add decorators such as schema validation or fault injection).
+    pub async fn build_with(
+        config: Config,
+        wrap: impl FnOnce(DynStore) -> DynStore,
+    ) -> Result<Application, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StartError::Setup(format!("creating {}: {e}", config.data_dir.display()))
         })?;
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
-        let store = open_store(&config, Some(&metrics))?;
+        let store = wrap(open_store(&config, Some(&metrics))?);
         let _kek = load_kek(&config)?;
         let admin_tokens = admin_tokens(&config)?;
         let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
@@ -168,18 +178,21 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Setup(e.to_string()))?
             .port();
+        let (shutdown_tx, shutting_down) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             config,
             store,
             views,
             metrics,
             admin_tokens,
+            shutting_down,
         });
         Ok(Application {
             state,
             listener,
             runner,
             port,
+            shutdown_tx,
         })
     }
 
@@ -202,9 +215,16 @@ impl Application {
             state,
             listener,
             runner,
+            shutdown_tx,
             ..
         } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), issuer = %state.config.issuer, "authlog serving");
+        let shutdown = async move {
+            shutdown.await;
+            // End long-lived responses (followed event streams) so the graceful
+            // shutdown only waits for ordinary requests and their appends.
+            shutdown_tx.send_replace(true);
+        };
         warp::serve(http::routes(state.clone()))
             .incoming(listener)
             .graceful(shutdown)

@@ -1,1 +1,13 @@
+//! authlog's integration tests: one binary (one link), each test with its own
+//! temporary data directory and, where it needs one, its own server on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
+mod cli;
+mod contract;
+mod crash;
+mod schemas;
+mod server;
+mod tidy;
+mod views;

@@ -50,6 +50,7 @@ pub fn events(
                 tracing::info!(token = %token, ?from, follow, "admin: reading the event log");
                 let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
                 let store = state.store.clone();
+                let mut shutting_down = state.shutting_down.clone();
                 tokio::spawn(async move {
                     let line = |r: &authlog_schemas::Recorded| {
                         let mut line = r.to_export_line();
@@ -58,7 +59,12 @@ pub fn events(
                     };
                     if follow {
                         let mut source = store.subscribe_all(from);
-                        while let Some(item) = source.next().await {
+                        loop {
+                            let item = tokio::select! {
+                                item = source.next() => item,
+                                _ = shutting_down.wait_for(|s| *s) => None,
+                            };
+                            let Some(item) = item else { return };
                             let failed = item.is_err();
                             let chunk = item
                                 .map_err(|e| std::io::Error::other(e.to_string()))
@@ -67,7 +73,6 @@ pub fn events(
                                 return;
                             }
                         }
-                        return;
                     }
                     // Up to the head as of the request, in short pages.
                     let Some(head) = head else { return };

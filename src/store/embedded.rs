@@ -65,7 +65,9 @@ struct AppendRequest {
 
 struct Inner {
     db: Arc<Database>,
-    sender: mpsc::Sender<AppendRequest>,
+    /// Taken on drop: closing the channel lets the writer finish and exit.
+    sender: Option<mpsc::Sender<AppendRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     /// The seq of the last committed event.
     head: watch::Receiver<Option<u64>>,
     log_id: String,
@@ -105,14 +107,15 @@ impl EmbeddedStore {
         let (head_tx, head_rx) = watch::channel(last_seq);
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 2);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("authlog-writer".into())
             .spawn(move || writer(writer_db, receiver, head_tx, last_seq, metrics))
             .map_err(io)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
-                sender,
+                sender: Some(sender),
+                writer: Some(writer),
                 head: head_rx,
                 log_id,
                 path,
@@ -123,6 +126,18 @@ impl EmbeddedStore {
     /// Reads everything, checking order, revisions and body digests.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+}
+
+impl Drop for Inner {
+    /// Closes the store deterministically: the writer commits what it has been
+    /// given, exits, and releases the database (and its file lock) before the
+    /// last handle is gone.
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -371,6 +386,12 @@ impl Tables<'_> {
                 "stream names are 1 to 512 bytes".into(),
             )));
         }
+        if let Some(e) = req.events.iter().find(|e| e.stream != stream) {
+            return Ok(Err(StoreError::InvalidEvent(format!(
+                "event {} names stream {:?}, not {stream:?}",
+                e.id, e.stream
+            ))));
+        }
         let current = self.streams.get(stream).map_err(io)?.map(|v| v.value());
 
         // Idempotency: are these ids already in the log?
@@ -544,11 +565,8 @@ impl EventStore for EmbeddedStore {
             events,
             reply,
         };
-        self.inner
-            .sender
-            .send(req)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let sender = self.inner.sender.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(req).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -51,6 +51,8 @@ impl std::fmt::Display for Expected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub id: uuid::Uuid,
+    /// The stream the body names: an append to any other stream is refused.
+    pub stream: String,
     pub event_type: String,
     pub body: Vec<u8>,
     pub sidecar: Option<Vec<u8>>,
@@ -69,6 +71,7 @@ impl NewEvent {
             .map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
         Ok(NewEvent {
             id,
+            stream: envelope.stream.clone(),
             event_type: envelope.event_type.as_str().to_string(),
             body,
             sidecar: sealed,

@@ -1,0 +1,396 @@
+//! The store contract: generic async functions every backend runs. The embedded
+//! backend runs them below; cluster backends add one `contract_suite!` line each.
+
+use std::collections::{HashMap, HashSet};
+
+use authlog::store::{DynStore, Expected, ReadFrom, StoreError};
+use authlog_schemas::Position;
+use futures_util::StreamExt;
+
+use crate::support::fixtures::simple;
+
+pub async fn expected_revision_conflicts(store: DynStore) {
+    let r = store
+        .append("user-a", Expected::NoStream, vec![simple("user-a")])
+        .await
+        .unwrap();
+    assert_eq!(r.last_revision, 0);
+    let err = store
+        .append("user-a", Expected::NoStream, vec![simple("user-a")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                actual: Some(0),
+                expected: Expected::NoStream,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let r = store
+        .append(
+            "user-a",
+            Expected::Revision(0),
+            vec![simple("user-a"), simple("user-a")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.last_revision, 2);
+    assert_eq!(r.positions.len(), 2);
+    let err = store
+        .append("user-a", Expected::Revision(0), vec![simple("user-a")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                actual: Some(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store
+        .append("user-b", Expected::Revision(0), vec![simple("user-b")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: None, .. }),
+        "{err}"
+    );
+    let r = store
+        .append("user-a", Expected::Any, vec![simple("user-a")])
+        .await
+        .unwrap();
+    assert_eq!(r.last_revision, 3);
+    // A failed append wrote nothing.
+    assert_eq!(store.read_stream("user-a", 0, 100).await.unwrap().len(), 4);
+    assert!(
+        store
+            .read_stream("user-b", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = store
+        .append("user-a", Expected::Any, vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvent(_)), "{err}");
+}
+
+pub async fn idempotent_retries(store: DynStore) {
+    let events = vec![simple("user-a"), simple("user-a")];
+    let first = store
+        .append("user-a", Expected::NoStream, events.clone())
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+    // The same ids after the same expectation: the original result, nothing written.
+    let again = store
+        .append("user-a", Expected::NoStream, events.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(store.head().await.unwrap(), head);
+    // Another append in between does not change the answer to the retry.
+    store
+        .append("user-a", Expected::Revision(1), vec![simple("user-a")])
+        .await
+        .unwrap();
+    let again = store
+        .append("user-a", Expected::NoStream, events.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let again = store
+        .append("user-a", Expected::Any, events.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    // The same ids with another expectation, out of order, or mixed with new ids
+    // are not a retry: refused, nothing written.
+    let before = store.head().await.unwrap();
+    for (stream, expected, evs) in [
+        ("user-a", Expected::Revision(7), events.clone()),
+        (
+            "user-a",
+            Expected::NoStream,
+            vec![events[1].clone(), events[0].clone()],
+        ),
+        (
+            "user-a",
+            Expected::Revision(2),
+            vec![events[1].clone(), simple("user-a")],
+        ),
+    ] {
+        let err = store.append(stream, expected, evs).await.unwrap_err();
+        assert!(matches!(err, StoreError::IdReused { .. }), "{err}");
+    }
+    assert_eq!(store.head().await.unwrap(), before);
+    // An event whose body names another stream is refused.
+    let err = store
+        .append("user-z", Expected::Any, vec![simple("user-a")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvent(_)), "{err}");
+    // One id twice in one append is refused.
+    let dup = simple("user-q");
+    let err = store
+        .append("user-q", Expected::Any, vec![dup.clone(), dup])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvent(_)), "{err}");
+}
+
+pub async fn total_order(store: DynStore) {
+    for i in 0..50 {
+        let stream = format!("user-{}", i % 7);
+        store
+            .append(&stream, Expected::Any, vec![simple(&stream)])
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(ReadFrom::Start, 1000).await.unwrap();
+    assert_eq!(all.len(), 50);
+    let mut revisions: HashMap<String, u64> = HashMap::new();
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.seq, i as u64, "seq is dense");
+        if i > 0 {
+            assert!(r.position > all[i - 1].position, "positions increase");
+        }
+        let next = revisions.entry(r.stream.clone()).or_insert(0);
+        assert_eq!(r.revision, *next, "revisions are contiguous per stream");
+        *next += 1;
+        let env = r.envelope().unwrap();
+        assert_eq!(env.stream, r.stream);
+    }
+    // Paging: At and After.
+    let page = store
+        .read_all(ReadFrom::At(all[10].position), 5)
+        .await
+        .unwrap();
+    assert_eq!(page, all[10..15].to_vec());
+    let page = store
+        .read_all(ReadFrom::After(all[10].position), 5)
+        .await
+        .unwrap();
+    assert_eq!(page, all[11..16].to_vec());
+    let s3 = store.read_stream("user-3", 2, 2).await.unwrap();
+    assert_eq!(
+        s3.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        store.head().await.unwrap().unwrap().position,
+        all[49].position
+    );
+}
+
+pub async fn subscription_catches_up_then_follows(store: DynStore) {
+    for i in 0..300 {
+        let stream = format!("user-{}", i % 3);
+        store
+            .append(&stream, Expected::Any, vec![simple(&stream)])
+            .await
+            .unwrap();
+    }
+    let mut sub = store.subscribe_all(ReadFrom::Start);
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        seen.push(sub.next().await.unwrap().unwrap());
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                store
+                    .append("user-live", Expected::Any, vec![simple("user-live")])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..50 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+            .await
+            .expect("the live tail stalled")
+            .unwrap()
+            .unwrap();
+        seen.push(r);
+    }
+    writer.await.unwrap();
+    for (i, r) in seen.iter().enumerate() {
+        assert_eq!(r.seq, i as u64, "no gaps, no repeats, in order");
+    }
+    assert!(seen[300..].iter().all(|r| r.stream == "user-live"));
+    // From a position: At includes it, After does not.
+    let mut at = store.subscribe_all(ReadFrom::At(seen[120].position));
+    assert_eq!(at.next().await.unwrap().unwrap(), seen[120]);
+    let mut after = store.subscribe_all(ReadFrom::After(seen[120].position));
+    assert_eq!(after.next().await.unwrap().unwrap(), seen[121]);
+}
+
+pub async fn concurrent_writers(store: DynStore) {
+    let mut tasks = Vec::new();
+    // 32 writers on their own streams.
+    for w in 0..32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("user-w{w}");
+            let mut ids = Vec::new();
+            for i in 0..20u64 {
+                let e = simple(&stream);
+                ids.push(e.id);
+                let r = store
+                    .append(&stream, Expected::after(i.checked_sub(1)), vec![e])
+                    .await
+                    .unwrap();
+                assert_eq!(r.last_revision, i);
+            }
+            ids
+        }));
+    }
+    // 8 writers contending for one stream: read, decide, append, retry on conflict.
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..10 {
+                loop {
+                    let last = store
+                        .read_stream("user-shared", 0, 10_000)
+                        .await
+                        .unwrap()
+                        .last()
+                        .map(|r| r.revision);
+                    let e = simple("user-shared");
+                    match store
+                        .append("user-shared", Expected::after(last), vec![e.clone()])
+                        .await
+                    {
+                        Ok(_) => {
+                            ids.push(e.id);
+                            break;
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    let mut all_ids = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(all_ids.insert(id.to_string()));
+        }
+    }
+    let log = store.read_all(ReadFrom::Start, 10_000).await.unwrap();
+    assert_eq!(log.len(), 32 * 20 + 8 * 10);
+    let logged: HashSet<String> = log.iter().map(|r| r.envelope().unwrap().id).collect();
+    assert_eq!(
+        logged, all_ids,
+        "every acknowledged append is in the log exactly once"
+    );
+    let shared = store.read_stream("user-shared", 0, 10_000).await.unwrap();
+    assert_eq!(shared.len(), 80);
+    assert!(
+        shared
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.revision == i as u64)
+    );
+}
+
+/// Many appends in flight at once (so they share commits), half of them with a
+/// wrong expectation: exactly those fail, the others are all there.
+pub async fn conflict_inside_a_batch(store: DynStore) {
+    for i in 0..64 {
+        let stream = format!("user-b{i}");
+        store
+            .append(&stream, Expected::NoStream, vec![simple(&stream)])
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("user-b{i}");
+            let expected = if i % 2 == 0 {
+                Expected::Revision(0)
+            } else {
+                Expected::Revision(5)
+            };
+            let e = simple(&stream);
+            (
+                i,
+                e.id,
+                store
+                    .append(&stream, expected, vec![e, simple(&stream)])
+                    .await,
+            )
+        }));
+    }
+    for t in tasks {
+        let (i, id, result) = t.await.unwrap();
+        let events = store
+            .read_stream(&format!("user-b{i}"), 0, 10)
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            assert_eq!(result.unwrap().last_revision, 2);
+            assert_eq!(events.len(), 3);
+            assert_eq!(events[1].envelope().unwrap().id, id.to_string());
+        } else {
+            assert!(matches!(result, Err(StoreError::Conflict { .. })));
+            assert_eq!(events.len(), 1, "a failed append wrote nothing");
+        }
+    }
+    let report = store.check().await.unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.events, 64 + 32 * 2);
+}
+
+pub async fn check_finds_a_clean_log_clean(store: DynStore) {
+    let last = crate::support::fixtures::append_story(&store, "chk").await;
+    let report = store.check().await.unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.events, last.commit + 1);
+    assert!(report.with_sidecar >= 6);
+    let _ = Position::default();
+}
+
+macro_rules! contract_suite {
+    ($backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let made = $make();
+                    super::$test(made.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    embedded,
+    crate::support::embedded_store,
+    [
+        expected_revision_conflicts,
+        idempotent_retries,
+        total_order,
+        subscription_catches_up_then_follows,
+        concurrent_writers,
+        conflict_inside_a_batch,
+        check_finds_a_clean_log_clean,
+    ]
+);

@@ -1,0 +1,278 @@
+//! The real server on real sockets: health, readiness, metrics, the admin event
+//! stream, limits, one server per data directory, graceful shutdown.
+
+use std::time::Duration;
+
+use authlog::app::{Application, StartError};
+use reqwest::StatusCode;
+
+use crate::support::fixtures::append_story;
+use crate::support::{spawn_app_in, test_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+
+    let last = append_story(&app.store, "m").await;
+    app.views
+        .wait_for(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "authlog_http_requests_total{route=\"healthz\",status=\"200\"} 1",
+        "authlog_http_request_seconds_bucket{route=\"readyz\"",
+        "authlog_events_appended_total{type=\"user.registered\"} 1",
+        "authlog_store_append_seconds_bucket",
+        "authlog_store_commit_seconds_bucket",
+        "authlog_store_commit_batch_size_bucket",
+        &format!("authlog_projection_seq {}", last.commit),
+        "authlog_projection_lag_events 0",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    // Unknown paths are counted under one label, not by path.
+    app.http
+        .get(app.url("/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("route=\"other\",status=\"404\""));
+    assert!(!text.contains("no/such"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_events_stream_the_stored_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let last = append_story(&app.store, "e").await;
+
+    // No token, a wrong token: 401 with a Bearer challenge, nothing streamed.
+    let r = app.http.get(app.url("/admin/events")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_token"
+    );
+    let r = app
+        .http
+        .get(app.url("/admin/events"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let r = app
+        .http
+        .get(app.url("/admin/events"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let stored = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    let expected: String = stored
+        .iter()
+        .map(|r| format!("{}\n", String::from_utf8(r.to_export_line()).unwrap()))
+        .collect();
+    assert_eq!(
+        text, expected,
+        "bodies as stored plus position, revision and seq"
+    );
+    assert_eq!(stored.last().unwrap().position, last);
+    assert!(
+        !text.contains("sealed:"),
+        "a sidecar leaked into the stream"
+    );
+    for line in text.lines() {
+        crate::support::validating::SchemaSet::get()
+            .validate(&serde_json::from_str(line).unwrap())
+            .unwrap();
+    }
+
+    // from=POSITION starts there.
+    let r = app
+        .http
+        .get(app.url(&format!("/admin/events?from={}", stored[5].position)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().lines().count(), stored.len() - 5);
+
+    // A bad position is a clear 400.
+    let r = app
+        .http
+        .get(app.url("/admin/events?from=yesterday"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("yesterday")
+    );
+
+    // follow=true keeps the stream open and delivers new events.
+    let mut r = app
+        .http
+        .get(app.url(&format!("/admin/events?follow=true&from={}", last)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains(&format!("\"position\":\"{last}\"")));
+    let next = append_story(&app.store, "e2").await;
+    let mut got = String::new();
+    while !got.contains(&format!("\"position\":\"{next}\"")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(r);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let r = app
+        .http
+        .post(app.url("/healthz"))
+        .body(vec![b'x'; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let err = Application::build(test_config(dir.path(), &[]))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StartError::DataDirInUse(_)));
+    assert!(
+        err.to_string()
+            .contains("in use by another authlog process"),
+        "{err}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_binary_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .arg("serve")
+        .env("AUTHLOG_DATA_DIR", dir.path())
+        .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(&url).send().await
+            && r.status() == StatusCode::OK
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A follow stream is open while the signal arrives: it must not hold the
+    // server up.
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let mut follow = client
+        .get(format!("http://127.0.0.1:{port}/admin/events?follow=true"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), StatusCode::OK);
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "authlog exited with {exit}");
+    // The follow stream ended cleanly.
+    assert!(matches!(follow.chunk().await, Ok(None) | Err(_)));
+    // It left a snapshot and released the store.
+    assert!(dir.path().join(authlog::app::SNAPSHOT_FILE).exists());
+    let reopened = authlog::store::embedded::EmbeddedStore::open(dir.path(), None);
+    assert!(reopened.is_ok());
+}
