@@ -33,9 +33,7 @@ use super::{
 
 /// seq → encoded record.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// stream → last revision.
-const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
-/// (stream, revision) → seq.
+/// (stream, revision) → seq; a stream's current revision is its last entry.
 const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
 /// event id → seq: the idempotency index.
 const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
@@ -171,7 +169,6 @@ fn init(db: &Database) -> Result<(String, Option<u64>), StoreError> {
         }
         let log = txn.open_table(LOG).map_err(io)?;
         last = log.last().map_err(io)?.map(|(k, _)| k.value());
-        txn.open_table(STREAMS).map_err(io)?;
         txn.open_table(STREAM_INDEX).map_err(io)?;
         txn.open_table(IDS).map_err(io)?;
     }
@@ -346,7 +343,6 @@ fn commit_batch(
     {
         let mut tables = Tables {
             log: txn.open_table(LOG).map_err(io)?,
-            streams: txn.open_table(STREAMS).map_err(io)?,
             index: txn.open_table(STREAM_INDEX).map_err(io)?,
             ids: txn.open_table(IDS).map_err(io)?,
         };
@@ -363,7 +359,6 @@ fn commit_batch(
 
 struct Tables<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
-    streams: redb::Table<'t, &'static str, u64>,
     index: redb::Table<'t, (&'static str, u64), u64>,
     ids: redb::Table<'t, u128, u64>,
 }
@@ -392,7 +387,14 @@ impl Tables<'_> {
                 e.id, e.stream
             ))));
         }
-        let current = self.streams.get(stream).map_err(io)?.map(|v| v.value());
+        let current = self
+            .index
+            .range((stream, 0)..=(stream, u64::MAX))
+            .map_err(io)?
+            .next_back()
+            .transpose()
+            .map_err(io)?
+            .map(|(k, _)| k.value().1);
 
         // Idempotency: are these ids already in the log?
         let mut seen = Vec::with_capacity(req.events.len());
@@ -439,7 +441,6 @@ impl Tables<'_> {
             revision += 1;
         }
         let last_revision = revision - 1;
-        self.streams.insert(stream, last_revision).map_err(io)?;
         Ok(Ok(Appended {
             positions,
             last_revision,
