@@ -27,7 +27,10 @@ fn event(stream: &str, n: u64) -> NewEvent {
         uuid::Uuid::now_v7().to_string(),
         stream.into(),
         t,
-        Actor { kind: ActorKind::User, id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into() },
+        Actor {
+            kind: ActorKind::User,
+            id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+        },
         &data,
     )
     .unwrap()
@@ -66,6 +69,7 @@ struct Run {
     elapsed: Duration,
     latencies: Vec<Duration>,
     mean_batch: f64,
+    file_bytes: u64,
 }
 
 /// How the streams of a run are named.
@@ -85,7 +89,13 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
-async fn run(dir: &std::path::Path, name: &str, streams: Streams, writers: usize, per_writer: usize) -> Run {
+async fn run(
+    dir: &std::path::Path,
+    name: &str,
+    streams: Streams,
+    writers: usize,
+    per_writer: usize,
+) -> Run {
     let registry = prometheus::Registry::new();
     let metrics = StoreMetrics::new(&registry).unwrap();
     let store = Arc::new(EmbeddedStore::open(dir, Some(metrics.clone())).unwrap());
@@ -104,7 +114,10 @@ async fn run(dir: &std::path::Path, name: &str, streams: Streams, writers: usize
                     Streams::RandomNames => format!("grant-{}", random_hex()),
                 };
                 let e = event(&stream, (w * per_writer + i) as u64);
-                store.append(&stream, Expected::NoStream, vec![e]).await.unwrap();
+                store
+                    .append(&stream, Expected::NoStream, vec![e])
+                    .await
+                    .unwrap();
                 lat.push(t.elapsed());
             }
             lat
@@ -116,44 +129,101 @@ async fn run(dir: &std::path::Path, name: &str, streams: Streams, writers: usize
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let mean_batch = metrics.batch_size.get_sample_sum() / metrics.batch_size.get_sample_count() as f64;
-    Run { name: name.into(), events: writers * per_writer, elapsed, latencies, mean_batch }
+    let mean_batch =
+        metrics.batch_size.get_sample_sum() / metrics.batch_size.get_sample_count() as f64;
+    drop(store);
+    let file_bytes = std::fs::metadata(dir.join(authlog::store::embedded::DB_FILE))
+        .unwrap()
+        .len();
+    Run {
+        name: name.into(),
+        events: writers * per_writer,
+        elapsed,
+        latencies,
+        mean_batch,
+        file_bytes,
+    }
 }
 
 fn main() {
-    let base = std::env::var("AUTHLOG_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    let base = std::env::var("AUTHLOG_BENCH_DIR")
+        .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (f50, f99) = fsync_latency(dir.path());
-    println!("disk: 4 KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms ({})", ms(f50), ms(f99), dir.path().display());
-    println!("event body: {} bytes (login.succeeded with source and ids)", event("session-x", 0).body.len());
+    println!(
+        "disk: 4 KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms ({})",
+        ms(f50),
+        ms(f99),
+        dir.path().display()
+    );
+    println!(
+        "event body: {} bytes (login.succeeded with source and ids)",
+        event("session-x", 0).body.len()
+    );
     let runs = rt.block_on(async {
         vec![
-            run(&dir.path().join("a"), "1, new session streams", Streams::NewSessions, 1, 2_000).await,
-            run(&dir.path().join("b"), "16, new session streams", Streams::NewSessions, 16, 500).await,
-            run(&dir.path().join("c"), "64, new session streams", Streams::NewSessions, 64, 400).await,
-            run(&dir.path().join("d"), "64, random stream names", Streams::RandomNames, 64, 400).await,
+            run(
+                &dir.path().join("a"),
+                "1, new session streams",
+                Streams::NewSessions,
+                1,
+                2_000,
+            )
+            .await,
+            run(
+                &dir.path().join("b"),
+                "16, new session streams",
+                Streams::NewSessions,
+                16,
+                500,
+            )
+            .await,
+            run(
+                &dir.path().join("c"),
+                "64, new session streams",
+                Streams::NewSessions,
+                64,
+                400,
+            )
+            .await,
+            run(
+                &dir.path().join("d"),
+                "64, random stream names",
+                Streams::RandomNames,
+                64,
+                400,
+            )
+            .await,
         ]
     });
-    println!("\n| writers | events | durable events/s | p50 ms | p99 ms | mean appends per commit |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| writers | events | durable events/s | p50 ms | p99 ms | mean appends per commit | file bytes per event |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in &runs {
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.1} |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
             r.name,
             r.events,
             r.events as f64 / r.elapsed.as_secs_f64(),
             ms(percentile(&r.latencies, 0.5)),
             ms(percentile(&r.latencies, 0.99)),
-            r.mean_batch
+            r.mean_batch,
+            r.file_bytes / r.events as u64
         );
     }
     let one = &runs[0];
     let many = &runs[2];
     println!(
         "\n64 writers vs 1 writer: {:.1}x the throughput in the same run",
-        (many.events as f64 / many.elapsed.as_secs_f64()) / (one.events as f64 / one.elapsed.as_secs_f64())
+        (many.events as f64 / many.elapsed.as_secs_f64())
+            / (one.events as f64 / one.elapsed.as_secs_f64())
     );
 }
 

@@ -306,6 +306,14 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/authlog.example.toml");
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.store, "embedded");
+    }
+
+    #[test]
     fn unknown_keys_and_variables_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("authlog.toml");
