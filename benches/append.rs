@@ -164,7 +164,7 @@ fn main() {
     );
     println!(
         "event body: {} bytes (login.succeeded with source and ids)",
-        event("session-x", 0).body.len()
+        event("session-x", 0).body().len()
     );
     let runs = rt.block_on(async {
         vec![

@@ -39,23 +39,58 @@ pub enum StartError {
     Setup(String),
 }
 
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The server: create the log on first start.
+    Create,
+    /// Commands that read: fail if there is no log.
+    Existing,
+}
+
 /// Opens the store the configuration names, wrapped with metrics.
-pub fn open_store(config: &Config, metrics: Option<&Metrics>) -> Result<DynStore, StartError> {
+pub fn open_store(
+    config: &Config,
+    metrics: Option<&Metrics>,
+    mode: OpenMode,
+) -> Result<DynStore, StartError> {
     match StoreUrl::parse(&config.store)? {
         StoreUrl::Embedded(path) => {
             let dir = path.unwrap_or_else(|| config.data_dir.clone());
-            let store = EmbeddedStore::open(&dir, metrics.map(|m| m.store.clone())).map_err(
-                |e| match e {
-                    StoreError::Locked(_) => StartError::DataDirInUse(dir.clone()),
-                    other => StartError::Store(other),
-                },
-            )?;
+            let m = metrics.map(|m| m.store.clone());
+            let opened = match mode {
+                OpenMode::Create => EmbeddedStore::open(&dir, m),
+                OpenMode::Existing => EmbeddedStore::open_existing(&dir, m),
+            };
+            let store = opened.map_err(|e| match e {
+                StoreError::Locked(_) => StartError::DataDirInUse(dir.clone()),
+                other => StartError::Store(other),
+            })?;
             Ok(match metrics {
                 Some(m) => Arc::new(Instrumented::new(store, m.store.clone())),
                 None => Arc::new(store),
             })
         }
     }
+}
+
+/// Creates the data directory readable by its owner only.
+fn create_data_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let setup =
+        |e: std::io::Error| StartError::Setup(format!("data directory {}: {e}", dir.display()));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(setup)?;
+    }
+    let mode = std::fs::metadata(dir).map_err(setup)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory is readable by others; authlog keeps secrets there (chmod 700)");
+    }
+    Ok(())
 }
 
 /// Writes `contents` to a new file readable by its owner only.
@@ -112,27 +147,60 @@ fn admin_tokens(config: &Config) -> Result<Vec<(String, [u8; 32])>, StartError> 
 }
 
 /// The configured KEK, or the one in `data_dir/kek`, generated at first start.
+/// Either way it must open `data_dir/kek.check`, sealed with the KEK this data
+/// directory started with: a lost or changed KEK is refused at start, not found
+/// out later when a sidecar will not open.
 pub fn load_kek(config: &Config) -> Result<Kek, StartError> {
-    if let Some(k) = &config.kek {
-        return Kek::from_base64(k.expose()).map_err(|e| StartError::Setup(format!("kek: {e}")));
+    let setup = |path: &Path, e: &dyn std::fmt::Display| {
+        StartError::Setup(format!("{}: {e}", path.display()))
+    };
+    let kek = match &config.kek {
+        Some(k) => {
+            Kek::from_base64(k.expose()).map_err(|e| StartError::Setup(format!("kek: {e}")))?
+        }
+        None => {
+            let path = config.data_dir.join(KEK_FILE);
+            if !path.exists() {
+                let key = Kek::generate_base64().map_err(|e| StartError::Setup(e.to_string()))?;
+                write_private(&path, &key).map_err(|e| setup(&path, &e))?;
+                tracing::warn!(path = %path.display(), "no KEK configured; generated one next to the data (fine for one node; several nodes, and backups kept apart from their key, need AUTHLOG_KEK)");
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| setup(&path, &e))?;
+            Kek::from_base64(&text).map_err(|e| setup(&path, &e))?
+        }
+    };
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let check_path = config.data_dir.join(KEK_CHECK_FILE);
+    if check_path.exists() {
+        let text = std::fs::read_to_string(&check_path).map_err(|e| setup(&check_path, &e))?;
+        let sealed = b64
+            .decode(text.trim())
+            .map_err(|e| setup(&check_path, &e))?;
+        if kek.open(&sealed).ok().as_deref() != Some(KEK_CHECK_TEXT) {
+            return Err(StartError::Setup(format!(
+                "the key-encryption key is not the one this data directory was sealed with ({} does not open); restore the original KEK",
+                check_path.display()
+            )));
+        }
+    } else {
+        let sealed = kek
+            .seal(KEK_CHECK_TEXT)
+            .map_err(|e| StartError::Setup(e.to_string()))?;
+        write_private(&check_path, &b64.encode(sealed)).map_err(|e| setup(&check_path, &e))?;
     }
-    let path = config.data_dir.join(KEK_FILE);
-    if !path.exists() {
-        let key = Kek::generate_base64().map_err(|e| StartError::Setup(e.to_string()))?;
-        write_private(&path, &key)
-            .map_err(|e| StartError::Setup(format!("writing {}: {e}", path.display())))?;
-        tracing::warn!(path = %path.display(), "no KEK configured; generated one (several nodes must share AUTHLOG_KEK instead)");
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| StartError::Setup(format!("reading {}: {e}", path.display())))?;
-    Kek::from_base64(&text).map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))
+    Ok(kek)
 }
+
+const KEK_CHECK_FILE: &str = "kek.check";
+const KEK_CHECK_TEXT: &[u8] = b"authlog key-encryption key check v1";
 
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     runner: tokio::task::JoinHandle<()>,
+    stop_runner: tokio::sync::watch::Sender<bool>,
     port: u16,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
@@ -149,25 +217,12 @@ impl Application {
         config: Config,
         wrap: impl FnOnce(DynStore) -> DynStore,
     ) -> Result<Application, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StartError::Setup(format!("creating {}: {e}", config.data_dir.display()))
-        })?;
+        create_data_dir(&config.data_dir)?;
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
-        let store = wrap(open_store(&config, Some(&metrics))?);
-        let _kek = load_kek(&config)?;
+        let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create)?);
+        let kek = load_kek(&config)?;
         let admin_tokens = admin_tokens(&config)?;
-        let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
-        let initial = views::load_snapshot(&store, &snapshot_path).await;
-        let (views, runner) = views::start(
-            store.clone(),
-            initial,
-            metrics.clone(),
-            Some(SnapshotPolicy {
-                path: snapshot_path,
-                every: config.views.snapshot_every,
-            }),
-        )
-        .await;
+        // Bind before starting anything that would outlive a failed start.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|error| StartError::Bind {
@@ -178,6 +233,20 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Setup(e.to_string()))?
             .port();
+        let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
+        let initial = views::load_snapshot(&store, &snapshot_path).await;
+        let (stop_runner, stop) = tokio::sync::watch::channel(false);
+        let (views, runner) = views::start(
+            store.clone(),
+            initial,
+            metrics.clone(),
+            Some(SnapshotPolicy {
+                path: snapshot_path,
+                every: config.views.snapshot_every,
+            }),
+            stop,
+        )
+        .await;
         let (shutdown_tx, shutting_down) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             config,
@@ -185,12 +254,14 @@ impl Application {
             views,
             metrics,
             admin_tokens,
+            kek,
             shutting_down,
         });
         Ok(Application {
             state,
             listener,
             runner,
+            stop_runner,
             port,
             shutdown_tx,
         })
@@ -215,6 +286,7 @@ impl Application {
             state,
             listener,
             runner,
+            stop_runner,
             shutdown_tx,
             ..
         } = self;
@@ -230,7 +302,9 @@ impl Application {
             .graceful(shutdown)
             .run()
             .await;
-        runner.abort();
+        // Stop the runner between events (never mid-snapshot), then write the
+        // final snapshot.
+        stop_runner.send_replace(true);
         let _ = runner.await;
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
         if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {

@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     follow,
                     remote,
                 },
-        } => match app::open_store(&config, None) {
+        } => match app::open_store(&config, None, app::OpenMode::Existing) {
             Ok(store) => {
                 eprintln!(
                     "authlog: reading the embedded store in {} directly",
@@ -132,7 +132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Store {
             command: StoreCommand::Check { remote },
         } => {
-            let report = match app::open_store(&config, None) {
+            let report = match app::open_store(&config, None, app::OpenMode::Existing) {
                 Ok(store) => {
                     eprintln!(
                         "authlog: checking the embedded store in {} directly",

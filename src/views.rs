@@ -113,26 +113,31 @@ pub async fn load_snapshot(store: &DynStore, path: &std::path::Path) -> Views {
     }
 }
 
-/// Writes a snapshot atomically (temporary file, fsync, rename).
+/// Writes a snapshot atomically (unique temporary file, mode 0600, fsync,
+/// rename). The views hold personal data and sealed sidecars: the snapshot stays
+/// in the data directory, readable by its owner only.
 pub async fn save_snapshot(
     store_log_id: String,
     views: &ViewsHandle,
     path: &std::path::Path,
 ) -> std::io::Result<()> {
-    let snapshot = {
-        let v = views.read().await;
-        Snapshot {
-            log_id: store_log_id,
-            projection_version: PROJECTION_VERSION,
-            views: v.clone(),
-        }
-    };
-    let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
+    let copy = views.read().await.clone();
     let final_path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let snapshot = Snapshot {
+            log_id: store_log_id,
+            projection_version: PROJECTION_VERSION,
+            views: copy,
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        let tmp = final_path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7().simple()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &final_path)
@@ -141,12 +146,21 @@ pub async fn save_snapshot(
     .map_err(std::io::Error::other)?
 }
 
-/// Starts the runner from `initial`; returns the handle and the task.
+async fn fail(why: String, views: &RwLock<Views>, tx: &watch::Sender<Progress>, metrics: &Metrics) {
+    tracing::error!(error = %why, "view runner stopped; the views are stale until restart");
+    metrics.projection_failed.set(1);
+    let position = views.read().await.position;
+    tx.send_replace(Progress::Failed { position });
+}
+
+/// Starts the runner from `initial`; it stops between two events when `stop`
+/// turns true. Returns the handle and the task.
 pub async fn start(
     store: DynStore,
     initial: Views,
     metrics: Metrics,
     snapshots: Option<SnapshotPolicy>,
+    mut stop: watch::Receiver<bool>,
 ) -> (ViewsHandle, tokio::task::JoinHandle<()>) {
     let start_head = store.head().await.ok().flatten();
     let from = initial.position;
@@ -170,31 +184,32 @@ pub async fn start(
         let mut events = store.subscribe_all(read_from);
         let mut caught_up = caught_up;
         let mut since_snapshot = 0u64;
-        while let Some(item) = events.next().await {
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                item = events.next() => item,
+            };
             let recorded = match item {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "view runner: reading the log failed");
-                    metrics.projection_failed.set(1);
-                    let position = views.read().await.position;
-                    tx.send_replace(Progress::Failed { position });
-                    return;
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    return fail(format!("reading the log: {e}"), &views, &tx, &metrics).await;
+                }
+                None => {
+                    return fail(
+                        "the log closed its subscription".into(),
+                        &views,
+                        &tx,
+                        &metrics,
+                    )
+                    .await;
                 }
             };
             let applied = views.write().await.apply(&recorded);
             if let Err(e) = applied {
-                tracing::error!(error = %e, "view runner stopped: an event could not be applied");
-                metrics.projection_failed.set(1);
-                let position = views.read().await.position;
-                tx.send_replace(Progress::Failed { position });
-                return;
+                return fail(format!("applying an event: {e}"), &views, &tx, &metrics).await;
             }
             metrics.projection_seq.set(recorded.seq as i64);
-            if let Ok(Some(head)) = store.head().await {
-                metrics
-                    .projection_lag
-                    .set(head.seq.saturating_sub(recorded.seq) as i64);
-            }
             if !caught_up && start_head.is_some_and(|h| recorded.position >= h.position) {
                 caught_up = true;
                 tracing::info!(position = %recorded.position, "views caught up with the log");

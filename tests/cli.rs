@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use authlog::store::embedded::EmbeddedStore;
-use authlog::store::{EventStore, Expected, NewEvent, ReadFrom};
+use authlog::store::{EventStore, Expected, ReadFrom};
 
 use crate::support::fixtures::{append_story, simple};
 use crate::support::{Validating, spawn_app_in};
@@ -115,10 +115,7 @@ async fn store_check_exits_non_zero_on_damage() {
         // A sidecar that does not match the body's sealed_digest: damage the
         // store cannot see at append, which `store check` must find.
         let good = simple("user-bad");
-        let bad = NewEvent {
-            sidecar: Some(b"swapped".to_vec()),
-            ..good
-        };
+        let bad = good.with_mismatched_sidecar_for_tests(b"swapped".to_vec());
         store
             .append("user-bad", Expected::Any, vec![bad])
             .await
@@ -131,5 +128,24 @@ async fn store_check_exits_non_zero_on_damage() {
     assert!(
         stdout.contains("sidecar does not match sealed_digest"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn reading_commands_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    for args in [&["store", "check"][..], &["events", "tail"][..]] {
+        let out = authlog(&missing, args);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no authlog store"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        !missing.exists(),
+        "a reading command created the data directory"
     );
 }

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 
 use authlog::store::{DynStore, Expected, ReadFrom, StoreError};
-use authlog_schemas::Position;
 use futures_util::StreamExt;
 
 use crate::support::fixtures::simple;
@@ -245,7 +244,7 @@ pub async fn concurrent_writers(store: DynStore) {
             let mut ids = Vec::new();
             for i in 0..20u64 {
                 let e = simple(&stream);
-                ids.push(e.id);
+                ids.push(e.id());
                 let r = store
                     .append(&stream, Expected::after(i.checked_sub(1)), vec![e])
                     .await
@@ -274,7 +273,7 @@ pub async fn concurrent_writers(store: DynStore) {
                         .await
                     {
                         Ok(_) => {
-                            ids.push(e.id);
+                            ids.push(e.id());
                             break;
                         }
                         Err(StoreError::Conflict { .. }) => continue,
@@ -331,7 +330,7 @@ pub async fn conflict_inside_a_batch(store: DynStore) {
             let e = simple(&stream);
             (
                 i,
-                e.id,
+                e.id(),
                 store
                     .append(&stream, expected, vec![e, simple(&stream)])
                     .await,
@@ -364,7 +363,6 @@ pub async fn check_finds_a_clean_log_clean(store: DynStore) {
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!(report.events, last.commit + 1);
     assert!(report.with_sidecar >= 6);
-    let _ = Position::default();
 }
 
 macro_rules! contract_suite {
@@ -394,3 +392,90 @@ contract_suite!(
         check_finds_a_clean_log_clean,
     ]
 );
+
+/// Group commit, made deterministic: the writer is held while appends queue up,
+/// so they share one commit. Inside that one batch, a conflicting append, a
+/// second claim of the same stream and a retry of an append of the same batch
+/// are each decided on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_one_commit_are_decided_one_by_one() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = authlog::store::StoreMetrics::new(&registry).unwrap();
+    let embedded =
+        authlog::store::embedded::EmbeddedStore::open(dir.path(), Some(metrics.clone())).unwrap();
+    let store: DynStore = Arc::new(crate::support::Validating::new(embedded.clone()));
+    store
+        .append("user-x", Expected::NoStream, vec![simple("user-x")])
+        .await
+        .unwrap();
+    let commits_before = metrics.batch_size.get_sample_count();
+
+    let release = embedded.pause_writer().await.unwrap();
+    let claim = vec![simple("user-new")];
+    let mut handles = Vec::new();
+    let spawn =
+        |stream: &'static str, expected: Expected, events: Vec<authlog::store::NewEvent>| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(stream, expected, events).await })
+        };
+    // Submitted in this order; the writer takes them in this order.
+    handles.push(spawn("user-new", Expected::NoStream, claim.clone()));
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    handles.push(spawn(
+        "user-new",
+        Expected::NoStream,
+        vec![simple("user-new")],
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    handles.push(spawn("user-new", Expected::NoStream, claim.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    handles.push(spawn(
+        "user-x",
+        Expected::Revision(9),
+        vec![simple("user-x")],
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    handles.push(spawn(
+        "user-x",
+        Expected::Revision(0),
+        vec![simple("user-x")],
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    drop(release);
+
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    assert_eq!(
+        metrics.batch_size.get_sample_count(),
+        commits_before + 1,
+        "all five shared one commit"
+    );
+    assert_eq!(metrics.batch_size.get_sample_sum(), 1.0 + 5.0);
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.last_revision, 0);
+    assert!(
+        matches!(
+            results[1],
+            Err(StoreError::Conflict {
+                actual: Some(0),
+                ..
+            })
+        ),
+        "the second claim loses"
+    );
+    assert_eq!(
+        results[2].as_ref().unwrap(),
+        first,
+        "a retry inside the same commit gets the original answer"
+    );
+    assert!(matches!(results[3], Err(StoreError::Conflict { .. })));
+    assert_eq!(results[4].as_ref().unwrap().last_revision, 1);
+    assert_eq!(store.read_stream("user-new", 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.read_stream("user-x", 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.check().await.unwrap().problems, Vec::<String>::new());
+}

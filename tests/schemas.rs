@@ -49,7 +49,7 @@ fn the_sample_story_covers_the_whole_catalogue_and_matches_the_schemas() {
     let set = SchemaSet::get();
     for (i, step) in story("s").iter().enumerate() {
         let event = step.event();
-        let body: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(event.body()).unwrap();
         set.validate(&body).unwrap();
         // Export lines (body plus store-assigned fields) match too.
         let line = Recorded {
@@ -57,8 +57,8 @@ fn the_sample_story_covers_the_whole_catalogue_and_matches_the_schemas() {
             revision: 0,
             seq: i as u64,
             stream: step.stream.clone(),
-            body: event.body.clone(),
-            sidecar: event.sidecar.clone(),
+            body: event.body().to_vec(),
+            sidecar: event.sidecar().map(<[u8]>::to_vec),
         }
         .to_export_line();
         set.validate(&serde_json::from_slice(&line).unwrap())
@@ -70,7 +70,7 @@ fn the_sample_story_covers_the_whole_catalogue_and_matches_the_schemas() {
 fn the_schemas_have_teeth() {
     let set = SchemaSet::get();
     let steps = story("t");
-    let body: serde_json::Value = serde_json::from_slice(&steps[0].event().body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(steps[0].event().body()).unwrap();
     let mut cases = Vec::new();
     let mut b = body.clone();
     b["data"]["password"] = "hunter2".into();
@@ -99,17 +99,17 @@ fn the_schemas_have_teeth() {
 fn bodies_are_canonical_json_and_carry_no_store_fields() {
     for step in story("c") {
         let event = step.event();
-        let value: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(event.body()).unwrap();
         assert_eq!(
             authlog_schemas::canonical::to_canonical(&value).unwrap(),
-            event.body
+            event.body()
         );
         for field in ["position", "revision", "seq"] {
             assert!(value.get(field).is_none());
         }
         assert_eq!(
             value.get("sealed_digest").is_some(),
-            event.sidecar.is_some()
+            event.sidecar().is_some()
         );
     }
 }

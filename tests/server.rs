@@ -270,9 +270,73 @@ async fn sigterm_stops_the_binary_gracefully() {
         .unwrap();
     assert!(exit.success(), "authlog exited with {exit}");
     // The follow stream ended cleanly.
-    assert!(matches!(follow.chunk().await, Ok(None) | Err(_)));
+    assert!(
+        matches!(follow.chunk().await, Ok(None)),
+        "the follow stream ends cleanly"
+    );
     // It left a snapshot and released the store.
     assert!(dir.path().join(authlog::app::SNAPSHOT_FILE).exists());
     let reopened = authlog::store::embedded::EmbeddedStore::open(dir.path(), None);
     assert!(reopened.is_ok());
+}
+
+/// A log the views cannot fold (here: an event whose data lacks a required field,
+/// written past validation) stops the view runner; the server then says so on
+/// /readyz instead of serving stale views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_stopped_view_runner() {
+    use authlog::store::{EventStore, Expected, NewEvent};
+    use authlog_schemas::{Actor, Envelope};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = authlog::store::embedded::EmbeddedStore::open(dir.path(), None).unwrap();
+        let mut env = Envelope::new(
+            crate::support::fixtures::new_id(),
+            "user-u1".into(),
+            crate::support::fixtures::at(0),
+            Actor::system("test"),
+            &authlog_schemas::data::UserDisabled {
+                user_id: "u1".into(),
+            },
+        )
+        .unwrap();
+        env.event_type = authlog_schemas::EventType::UserRegistered;
+        store
+            .append(
+                "user-u1",
+                Expected::Any,
+                vec![NewEvent::new(env, None).unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+    let app = spawn_app_in(dir.path()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                r.json::<serde_json::Value>().await.unwrap()["status"],
+                "failed"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never reported the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("authlog_projection_failed 1"));
+    assert!(text.contains("authlog_projection_lag_events 1"), "{text}");
+    app.stop().await;
 }

@@ -37,8 +37,6 @@ pub struct Grant {
     pub code: Option<Code>,
     /// The current refresh token of the family.
     pub refresh: Option<Refresh>,
-    /// Refresh tokens rotated out: presenting one again is reuse.
-    pub rotated_refresh_ids: BTreeSet<String>,
     /// Live access tokens by id (`jti`) and expiry.
     pub access_tokens: BTreeMap<String, Timestamp>,
     /// Token ids revoked one by one.
@@ -90,11 +88,25 @@ impl GrantsView {
         self.by_id.is_empty()
     }
 
-    fn update(&mut self, grant_id: &str, revision: u64, f: impl FnOnce(&mut Grant)) {
+    /// Applies `f`, then forgets what has expired by `now`, so a long-lived
+    /// refresh family holds its live tokens only, not its history. (Reuse of a
+    /// rotated-out refresh token is decided from the grant's stream, not here.)
+    fn update(
+        &mut self,
+        grant_id: &str,
+        revision: u64,
+        now: Timestamp,
+        f: impl FnOnce(&mut Grant),
+    ) {
         if let Some(g) = self.by_id.get_mut(grant_id) {
             let old = g.expires_at;
             f(g);
             g.revision = revision;
+            g.access_tokens.retain(|_, exp| *exp > now);
+            let refresh_id = g.refresh.as_ref().map(|r| r.token_id.clone());
+            let live = &g.access_tokens;
+            g.revoked_tokens
+                .retain(|id| live.contains_key(id) || refresh_id.as_deref() == Some(id.as_str()));
             g.recompute_expiry();
             self.expiry.set(grant_id, Some(old), Some(g.expires_at));
         }
@@ -106,7 +118,7 @@ impl Projection for GrantsView {
         GrantsView::default()
     }
 
-    fn apply(&mut self, event: &Event<'_>, _now: Timestamp) -> Result<(), ProjectionError> {
+    fn apply(&mut self, event: &Event<'_>, now: Timestamp) -> Result<(), ProjectionError> {
         let sealed = event.sidecar.map(<[u8]>::to_vec);
         match event.envelope.event_type {
             EventType::AuthorizationCodeIssued => {
@@ -125,7 +137,6 @@ impl Projection for GrantsView {
                         sealed,
                     }),
                     refresh: None,
-                    rotated_refresh_ids: BTreeSet::new(),
                     access_tokens: BTreeMap::new(),
                     revoked_tokens: BTreeSet::new(),
                     revoked: false,
@@ -150,7 +161,6 @@ impl Projection for GrantsView {
                             scopes: d.scopes.clone(),
                             code: None,
                             refresh: None,
-                            rotated_refresh_ids: BTreeSet::new(),
                             access_tokens: BTreeMap::new(),
                             revoked_tokens: BTreeSet::new(),
                             revoked: false,
@@ -161,14 +171,11 @@ impl Projection for GrantsView {
                     self.expiry
                         .set(&d.grant_id, None, Some(d.access_token_expires_at));
                 }
-                self.update(&d.grant_id, event.revision, |g| {
+                self.update(&d.grant_id, event.revision, now, |g| {
                     if d.consumed_code_id.is_some()
                         && let Some(c) = g.code.as_mut()
                     {
                         c.redeemed = true;
-                    }
-                    if let Some(old) = d.consumed_refresh_token_id.clone() {
-                        g.rotated_refresh_ids.insert(old);
                     }
                     g.scopes = d.scopes.clone();
                     g.access_tokens
@@ -186,21 +193,21 @@ impl Projection for GrantsView {
             }
             EventType::AuthorizationCodeReplayDetected => {
                 let d: data::AuthorizationCodeReplayDetected = decode(event)?;
-                self.update(&d.grant_id, event.revision, |g| {
+                self.update(&d.grant_id, event.revision, now, |g| {
                     g.revoked = true;
                     g.revoked_tokens.extend(d.revoked_token_ids);
                 });
             }
             EventType::RefreshTokenReuseDetected => {
                 let d: data::RefreshTokenReuseDetected = decode(event)?;
-                self.update(&d.grant_id, event.revision, |g| {
+                self.update(&d.grant_id, event.revision, now, |g| {
                     g.revoked = true;
                     g.revoked_tokens.extend(d.revoked_token_ids);
                 });
             }
             EventType::TokenRevoked => {
                 let d: data::TokenRevoked = decode(event)?;
-                self.update(&d.grant_id, event.revision, |g| {
+                self.update(&d.grant_id, event.revision, now, |g| {
                     if d.grant {
                         g.revoked = true;
                     }

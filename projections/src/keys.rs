@@ -12,9 +12,13 @@ use crate::{Event, Projection, ProjectionError, decode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum KeyStatus {
-    Generated,
+    /// In the JWKS, not signing: newly generated, or superseded by a newer key.
+    Published,
+    /// The key that signs.
     Active,
-    Retired { verify_until: Timestamp },
+    Retired {
+        verify_until: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,24 +79,36 @@ impl Projection for KeysView {
                         alg: d.alg,
                         public_jwk: d.public_jwk,
                         private_key: event.sidecar.map(<[u8]>::to_vec),
-                        status: KeyStatus::Generated,
+                        status: KeyStatus::Published,
                     },
                 );
             }
             EventType::KeyActivated => {
                 let d: data::KeyActivated = decode(event)?;
-                if let Some(k) = self.by_kid.get_mut(&d.kid) {
-                    k.status = KeyStatus::Active;
+                if self.by_kid.contains_key(&d.kid) {
+                    if let Some(previous) = self.active.take()
+                        && let Some(p) = self.by_kid.get_mut(&previous)
+                        && p.status == KeyStatus::Active
+                    {
+                        p.status = KeyStatus::Published;
+                    }
+                    if let Some(k) = self.by_kid.get_mut(&d.kid) {
+                        k.status = KeyStatus::Active;
+                    }
                     self.active = Some(d.kid);
                 }
             }
             EventType::KeyRetired => {
                 let d: data::KeyRetired = decode(event)?;
                 if let Some(k) = self.by_kid.get_mut(&d.kid) {
+                    let before = match k.status {
+                        KeyStatus::Retired { verify_until } => Some(verify_until),
+                        _ => None,
+                    };
                     k.status = KeyStatus::Retired {
                         verify_until: d.verify_until,
                     };
-                    self.expiry.set(&d.kid, None, Some(d.verify_until));
+                    self.expiry.set(&d.kid, before, Some(d.verify_until));
                     if self.active.as_deref() == Some(d.kid.as_str()) {
                         self.active = None;
                     }

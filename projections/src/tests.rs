@@ -280,7 +280,6 @@ fn grants_track_codes_rotation_revocation_and_expiry() {
     let g = v.grants.get("g1").unwrap();
     assert!(g.code.as_ref().unwrap().redeemed);
     assert_eq!(g.refresh.as_ref().unwrap().token_id, "r2");
-    assert!(g.rotated_refresh_ids.contains("r1"));
     assert!(g.access_token_active("a2", v.now));
     assert_eq!(g.revision, 2);
     assert_eq!(g.expires_at, at(2 + 3600));
@@ -356,6 +355,48 @@ fn keys_activate_and_retire() {
 }
 
 #[test]
+fn a_key_retired_twice_stays_until_its_last_verify_until() {
+    let mut log = Log::new();
+    let jwk: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"kty":"OKP"}"#).unwrap();
+    log.push(
+        "keys",
+        0,
+        KeyGenerated {
+            kid: "k1".into(),
+            alg: "EdDSA".into(),
+            public_jwk: jwk,
+        },
+        Some(b"p"),
+    );
+    log.push(
+        "keys",
+        1,
+        KeyRetired {
+            kid: "k1".into(),
+            verify_until: at(10),
+        },
+        None,
+    );
+    log.push(
+        "keys",
+        2,
+        KeyRetired {
+            kid: "k1".into(),
+            verify_until: at(50),
+        },
+        None,
+    );
+    register(&mut log, "u1", "ivan", 20);
+    assert!(
+        log.fold().keys.get("k1").is_some(),
+        "the first retirement's expiry must not remove it"
+    );
+    register(&mut log, "u2", "judy", 51);
+    assert!(log.fold().keys.get("k1").is_none());
+}
+
+#[test]
 fn events_apply_once_in_order() {
     let mut log = Log::new();
     register(&mut log, "u1", "gina", 0);
@@ -390,5 +431,72 @@ fn snapshots_only_fit_their_log_and_version() {
     assert_eq!(
         snap("log-a", PROJECTION_VERSION).into_views("log-a", None),
         None
+    );
+}
+
+#[test]
+fn a_long_refresh_family_holds_only_its_live_tokens() {
+    let mut log = Log::new();
+    log.push(
+        "grant-g1",
+        0,
+        AuthorizationCodeIssued {
+            grant_id: "g1".into(),
+            code_id: "k1".into(),
+            client_id: "c1".into(),
+            user_id: "u1".into(),
+            session_id: "s1".into(),
+            scopes: vec!["openid".into()],
+            redirect_uri: "https://app.example/cb".into(),
+            expires_at: at(60),
+        },
+        None,
+    );
+    log.push(
+        "grant-g1",
+        1,
+        granted("g1", "a0", Some("r0"), Some("k1"), None, 1),
+        None,
+    );
+    // A refresh every 100 s for a day: each access token lives 60 s.
+    for i in 1..=864 {
+        let t = i * 100;
+        let access = format!("a{i}");
+        let refresh = format!("r{i}");
+        let previous = format!("r{}", i - 1);
+        log.push(
+            "grant-g1",
+            t,
+            granted("g1", &access, Some(&refresh), None, Some(&previous), t),
+            None,
+        );
+    }
+    let v = log.fold();
+    let g = v.grants.get("g1").unwrap();
+    assert_eq!(
+        g.access_tokens.len(),
+        1,
+        "expired access tokens are forgotten"
+    );
+    assert!(g.access_token_active("a864", v.now));
+    assert_eq!(g.refresh.as_ref().unwrap().token_id, "r864");
+    log.push(
+        "grant-g1",
+        86_401,
+        TokenRevoked {
+            grant_id: "g1".into(),
+            client_id: "c1".into(),
+            token_ids: vec!["a864".into(), "a1".into()],
+            grant: false,
+            cause: RevocationCause::RevocationEndpoint,
+        },
+        None,
+    );
+    let v = log.fold();
+    let g = v.grants.get("g1").unwrap();
+    assert!(!g.access_token_active("a864", v.now));
+    assert!(
+        g.revoked_tokens.len() <= 1,
+        "revocations of tokens that no longer exist are forgotten"
     );
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// (name, SHA-256 of the token): compared in constant time.
     pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// Seals and opens sidecars.
+    pub kek: crate::seal::Kek,
     /// Turns true when shutdown begins: long-lived responses end themselves.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }

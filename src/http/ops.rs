@@ -53,7 +53,20 @@ pub fn metrics(
     warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state))
-        .map(|state: State| {
+        .then(|state: State| async move {
+            // Lag is computed when scraped, so a stalled or stopped runner shows it.
+            let head = state.store.head().await.ok().flatten();
+            let applied = match state.views.progress() {
+                Progress::Running { position, .. } | Progress::Failed { position } => position,
+            };
+            let lag = match (head, applied) {
+                (None, _) => 0,
+                (Some(h), None) => h.seq + 1,
+                (Some(h), Some(_)) => h
+                    .seq
+                    .saturating_sub(state.metrics.projection_seq.get() as u64),
+            };
+            state.metrics.projection_lag.set(lag as i64);
             warp::reply::with_header(
                 state.metrics.render(),
                 "content-type",

@@ -64,7 +64,7 @@ struct AppendRequest {
 struct Inner {
     db: Arc<Database>,
     /// Taken on drop: closing the channel lets the writer finish and exit.
-    sender: Option<mpsc::Sender<AppendRequest>>,
+    sender: Option<mpsc::Sender<Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// The seq of the last committed event.
     head: watch::Receiver<Option<u64>>,
@@ -103,11 +103,11 @@ impl EmbeddedStore {
         let (log_id, last_seq) = init(&db)?;
         let db = Arc::new(db);
         let (head_tx, head_rx) = watch::channel(last_seq);
-        let (sender, receiver) = mpsc::channel(MAX_BATCH * 2);
+        let (sender, receiver) = mpsc::channel::<Request>(MAX_BATCH * 2);
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
             .name("authlog-writer".into())
-            .spawn(move || writer(writer_db, receiver, head_tx, last_seq, metrics))
+            .spawn(move || writer(writer_db, receiver, head_tx, metrics))
             .map_err(io)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -121,9 +121,34 @@ impl EmbeddedStore {
         })
     }
 
-    /// Reads everything, checking order, revisions and body digests.
+    /// Opens the store in `dir` only if one exists there (commands that read must
+    /// not create an empty log in a mistyped directory).
+    pub fn open_existing(
+        dir: &Path,
+        metrics: Option<StoreMetrics>,
+    ) -> Result<EmbeddedStore, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        EmbeddedStore::open(dir, metrics)
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Holds the writer until the returned sender is dropped: appends made
+    /// meanwhile queue up and share the next commit. For tests of group commit.
+    #[doc(hidden)]
+    pub async fn pause_writer(&self) -> Result<oneshot::Sender<()>, StoreError> {
+        let (release, until) = oneshot::channel();
+        let sender = self.inner.sender.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(Request::Pause(until))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(release)
     }
 }
 
@@ -288,30 +313,48 @@ fn to_recorded(seq: u64, rec: StoredRecord) -> Recorded {
 
 // ---- the writer -----------------------------------------------------------------
 
+/// What the writer thread receives.
+enum Request {
+    Append(AppendRequest),
+    /// Hold the writer until the sender is dropped or fires (tests use it to
+    /// make appends queue up and share one commit).
+    Pause(oneshot::Receiver<()>),
+}
+
 fn writer(
     db: Arc<Database>,
-    mut receiver: mpsc::Receiver<AppendRequest>,
+    mut receiver: mpsc::Receiver<Request>,
     head: watch::Sender<Option<u64>>,
-    mut last_seq: Option<u64>,
     metrics: Option<StoreMetrics>,
 ) {
     while let Some(first) = receiver.blocking_recv() {
+        let first = match first {
+            Request::Append(req) => req,
+            Request::Pause(until) => {
+                let _ = until.blocking_recv();
+                continue;
+            }
+        };
         let mut batch = vec![first];
+        let mut paused = None;
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(req) => batch.push(req),
+                Ok(Request::Append(req)) => batch.push(req),
+                Ok(Request::Pause(until)) => {
+                    paused = Some(until);
+                    break;
+                }
                 Err(_) => break,
             }
         }
         let started = Instant::now();
-        let outcome = commit_batch(&db, &batch, last_seq);
+        let outcome = commit_batch(&db, &batch);
         if let Some(m) = &metrics {
             m.batch_size.observe(batch.len() as f64);
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
         }
         match outcome {
-            Ok((results, new_last)) => {
-                last_seq = new_last;
+            Ok((results, last_seq)) => {
                 // Publish the new head before answering: a caller that waits for
                 // its position can count on the subscription having it.
                 head.send_replace(last_seq);
@@ -320,11 +363,18 @@ fn writer(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, appends = batch.len(), "commit failed; nothing in the batch was written");
+                // redb refuses further writes after a failed commit: stop. Pending
+                // and later appends fail with `Closed`, subscriptions end, and the
+                // view runner reports the failure on /readyz.
+                tracing::error!(error = %e, appends = batch.len(), "commit failed; nothing in the batch was written; the store stops accepting appends");
                 for req in batch {
                     let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
                 }
+                return;
             }
+        }
+        if let Some(until) = paused {
+            let _ = until.blocking_recv();
         }
     }
 }
@@ -333,25 +383,23 @@ type BatchResult = (Vec<Result<Appended, StoreError>>, Option<u64>);
 
 /// Applies each append of the batch on its own inside one write transaction and
 /// commits once. A failed check fails that append only; a storage error fails all.
-fn commit_batch(
-    db: &Database,
-    batch: &[AppendRequest],
-    mut last_seq: Option<u64>,
-) -> Result<BatchResult, StoreError> {
+fn commit_batch(db: &Database, batch: &[AppendRequest]) -> Result<BatchResult, StoreError> {
     let txn = db.begin_write().map_err(io)?;
     let mut results = Vec::with_capacity(batch.len());
+    let last_seq;
     {
         let mut tables = Tables {
             log: txn.open_table(LOG).map_err(io)?,
             index: txn.open_table(STREAM_INDEX).map_err(io)?,
             ids: txn.open_table(IDS).map_err(io)?,
         };
+        // The next seq comes from the log itself, never from a counter that could
+        // drift from it.
+        let mut seq = tables.log.last().map_err(io)?.map(|(k, _)| k.value());
         for req in batch {
-            match tables.apply(req, &mut last_seq) {
-                Ok(r) => results.push(r),
-                Err(fatal) => return Err(fatal),
-            }
+            results.push(tables.apply(req, &mut seq)?);
         }
+        last_seq = seq;
     }
     txn.commit().map_err(io)?;
     Ok((results, last_seq))
@@ -433,9 +481,22 @@ impl Tables<'_> {
         for e in &req.events {
             let seq = last_seq.map_or(0, |s| s + 1);
             let record = encode(revision, stream, &e.body, e.sidecar.as_deref());
-            self.log.insert(seq, record.as_slice()).map_err(io)?;
-            self.index.insert((stream, revision), seq).map_err(io)?;
-            self.ids.insert(e.id.as_u128(), seq).map_err(io)?;
+            let clobbered = self
+                .log
+                .insert(seq, record.as_slice())
+                .map_err(io)?
+                .is_some()
+                | self
+                    .index
+                    .insert((stream, revision), seq)
+                    .map_err(io)?
+                    .is_some()
+                | self.ids.insert(e.id.as_u128(), seq).map_err(io)?.is_some();
+            if clobbered {
+                return Err(StoreError::Corrupt(format!(
+                    "seq {seq} or {stream} revision {revision} was already taken"
+                )));
+            }
             positions.push(Position::dense(seq));
             *last_seq = Some(seq);
             revision += 1;
@@ -498,7 +559,11 @@ fn id_reused(req: &AppendRequest) -> StoreError {
 
 // ---- reads ----------------------------------------------------------------------
 
+/// The most events one read transaction returns: reads stay short.
+pub const MAX_READ: usize = 1024;
+
 fn read_range(db: &Database, from_seq: u64, limit: usize) -> Result<Vec<Recorded>, StoreError> {
+    let limit = limit.min(MAX_READ);
     let txn = db.begin_read().map_err(io)?;
     let log = txn.open_table(LOG).map_err(io)?;
     let mut out = Vec::with_capacity(limit.min(READ_PAGE));
@@ -516,6 +581,7 @@ fn read_stream_range(
     from_revision: u64,
     limit: usize,
 ) -> Result<Vec<Recorded>, StoreError> {
+    let limit = limit.min(MAX_READ);
     let txn = db.begin_read().map_err(io)?;
     let index = txn.open_table(STREAM_INDEX).map_err(io)?;
     let log = txn.open_table(LOG).map_err(io)?;
@@ -567,7 +633,10 @@ impl EventStore for EmbeddedStore {
             reply,
         };
         let sender = self.inner.sender.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(req).await.map_err(|_| StoreError::Closed)?;
+        sender
+            .send(Request::Append(req))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -655,21 +724,22 @@ impl EventStore for EmbeddedStore {
 }
 
 fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
-    use std::collections::HashMap;
+    const PAGE: usize = 1024;
     let mut report = CheckReport::default();
-    let mut next_revision: HashMap<String, u64> = HashMap::new();
-    let mut expected_seq = 0u64;
     let problem = |report: &mut CheckReport, p: String| {
         if report.problems.len() < 100 {
             report.problems.push(p);
         }
     };
+    // Pass 1, the log in seq order: dense seqs, whole records, digests, bodies
+    // naming their stream, sidecars matching `sealed_digest`, each record indexed.
+    let mut expected_seq = 0u64;
     loop {
         let txn = db.begin_read().map_err(io)?;
         let log = txn.open_table(LOG).map_err(io)?;
         let index = txn.open_table(STREAM_INDEX).map_err(io)?;
         let mut n = 0;
-        for item in log.range(expected_seq..).map_err(io)?.take(READ_PAGE * 4) {
+        for item in log.range(expected_seq..).map_err(io)?.take(PAGE) {
             let (k, v) = item.map_err(io)?;
             let seq = k.value();
             n += 1;
@@ -688,17 +758,6 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
                     continue;
                 }
             };
-            let want = next_revision.entry(rec.stream.clone()).or_insert(0);
-            if rec.revision != *want {
-                problem(
-                    &mut report,
-                    format!(
-                        "seq {seq}: stream {} revision {} after {}",
-                        rec.stream, rec.revision, *want
-                    ),
-                );
-            }
-            *want = rec.revision + 1;
             match index.get((rec.stream.as_str(), rec.revision)).map_err(io)? {
                 Some(s) if s.value() == seq => {}
                 _ => problem(
@@ -733,10 +792,55 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
                 report.with_sidecar += 1;
             }
         }
-        if n < READ_PAGE * 4 {
+        if n < PAGE {
             break;
         }
     }
-    report.streams = next_revision.len() as u64;
+    // Pass 2, the stream index in key order: each stream's revisions contiguous
+    // from 0, and exactly one index entry per event. Constant memory however many
+    // streams there are.
+    let mut last: Option<(String, u64)> = None;
+    let mut entries = 0u64;
+    loop {
+        let txn = db.begin_read().map_err(io)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(io)?;
+        let range = match &last {
+            None => index.range::<(&str, u64)>(..).map_err(io)?,
+            Some((stream, rev)) => index
+                .range((stream.as_str(), rev.saturating_add(1))..)
+                .map_err(io)?,
+        };
+        let mut n = 0;
+        for item in range.take(PAGE) {
+            let (k, _) = item.map_err(io)?;
+            let (stream, rev) = k.value();
+            n += 1;
+            entries += 1;
+            let want = match &last {
+                Some((s, r)) if s == stream => r + 1,
+                _ => {
+                    report.streams += 1;
+                    0
+                }
+            };
+            if rev != want {
+                problem(
+                    &mut report,
+                    format!("stream {stream}: revision {rev} where {want} was expected"),
+                );
+            }
+            last = Some((stream.to_string(), rev));
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    if entries != report.events {
+        let events = report.events;
+        problem(
+            &mut report,
+            format!("{entries} stream index entries for {events} events"),
+        );
+    }
     Ok(report)
 }

@@ -50,13 +50,18 @@ impl std::fmt::Display for Expected {
 /// the sealed sidecar if any. Built from an [`Envelope`] so the three agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
-    pub id: uuid::Uuid,
+    pub(crate) id: uuid::Uuid,
     /// The stream the body names: an append to any other stream is refused.
-    pub stream: String,
-    pub event_type: String,
-    pub body: Vec<u8>,
-    pub sidecar: Option<Vec<u8>>,
+    pub(crate) stream: String,
+    pub(crate) event_type: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) sidecar: Option<Vec<u8>>,
 }
+
+/// How far ahead of this node's clock an event's time may be. Views run on log
+/// time (the latest event time), so one event stamped far in the future would
+/// expire every session and code at once; such events are refused.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 impl NewEvent {
     /// Serialises `envelope` once, as RFC 8785 canonical JSON. If `sealed` is given
@@ -65,6 +70,16 @@ impl NewEvent {
     pub fn new(mut envelope: Envelope, sealed: Option<Vec<u8>>) -> Result<NewEvent, StoreError> {
         let id = uuid::Uuid::parse_str(&envelope.id)
             .map_err(|e| StoreError::InvalidEvent(format!("event id: {e}")))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if envelope.time.unix_millis() > now_ms + MAX_CLOCK_SKEW_MS {
+            return Err(StoreError::InvalidEvent(format!(
+                "event time {} is more than {} s ahead of this node's clock",
+                envelope.time,
+                MAX_CLOCK_SKEW_MS / 1000
+            )));
+        }
         envelope.sealed_digest = sealed.as_ref().map(|s| hex::encode(Sha256::digest(s)));
         let body = envelope
             .to_body()
@@ -76,6 +91,37 @@ impl NewEvent {
             body,
             sidecar: sealed,
         })
+    }
+}
+
+impl NewEvent {
+    pub fn id(&self) -> uuid::Uuid {
+        self.id
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The canonical JSON body, exactly as it will be stored.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn sidecar(&self) -> Option<&[u8]> {
+        self.sidecar.as_deref()
+    }
+
+    /// Replaces the sidecar without updating the body's `sealed_digest`: makes a
+    /// damaged record, for tests of `store check` only.
+    #[doc(hidden)]
+    pub fn with_mismatched_sidecar_for_tests(mut self, sidecar: Vec<u8>) -> NewEvent {
+        self.sidecar = Some(sidecar);
+        self
     }
 }
 
@@ -130,6 +176,8 @@ pub enum StoreError {
     },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    #[error("no authlog store at {0}")]
+    NotFound(String),
     #[error("the store {0} is in use by another process")]
     Locked(String),
     #[error("store backend `{0}` is not compiled into this build (enable Cargo feature `{0}`)")]
@@ -157,7 +205,8 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError>;
 
-    /// Up to `limit` events of `stream` from `from_revision` on, in order.
+    /// Up to `limit` events of `stream` from `from_revision` on, in order. A
+    /// backend may return fewer (reads stay short): page until a short page.
     async fn read_stream(
         &self,
         stream: &str,
@@ -165,7 +214,8 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Recorded>, StoreError>;
 
-    /// Up to `limit` events of the whole log, in log order.
+    /// Up to `limit` events of the whole log, in log order; a backend may return
+    /// fewer, never zero unless the log has nothing from there.
     async fn read_all(&self, from: ReadFrom, limit: usize) -> Result<Vec<Recorded>, StoreError>;
 
     /// Committed events from `from`, in order, then the live tail, without gaps.
@@ -237,10 +287,9 @@ pub async fn read_whole_stream(
     let mut out = Vec::new();
     loop {
         let page = store.read_stream(stream, out.len() as u64, PAGE).await?;
-        let n = page.len();
-        out.extend(page);
-        if n < PAGE {
+        if page.is_empty() {
             return Ok(out);
         }
+        out.extend(page);
     }
 }

@@ -117,7 +117,7 @@ impl<S: EventStore> EventStore for Validating<S> {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         for e in &events {
-            let body: serde_json::Value = serde_json::from_slice(&e.body)
+            let body: serde_json::Value = serde_json::from_slice(e.body())
                 .map_err(|err| StoreError::InvalidEvent(err.to_string()))?;
             SchemaSet::get()
                 .validate(&body)
