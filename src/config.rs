@@ -77,6 +77,57 @@ pub struct Config {
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
     pub views: ViewsConfig,
+    pub registration: RegistrationConfig,
+    pub tokens: TokensConfig,
+    pub keys: KeysConfig,
+    pub login: LoginConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Self-registration at `/oidc/register`.
+    pub enabled: bool,
+}
+
+/// Lifetimes in seconds, and what access tokens are for.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    pub code_ttl_s: i64,
+    pub access_ttl_s: i64,
+    pub id_token_ttl_s: i64,
+    pub refresh_ttl_s: i64,
+    pub session_ttl_s: i64,
+    /// The `aud` of access tokens (RFC 9068): the resource servers, never a client.
+    pub audience: String,
+    /// Clock leeway when checking token times.
+    pub leeway_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The default signing algorithm: RS256, ES256 or EdDSA.
+    pub algorithm: String,
+    /// How long relying parties may cache the JWKS: a new key is published this
+    /// long before it signs.
+    pub jwks_cache_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Consecutive failures that lock an account.
+    pub max_failures: u32,
+    /// How long a lock lasts.
+    pub lock_s: i64,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Password hashes computed at once at most; more wait in a queue of this
+    /// size, beyond which requests get 503.
+    pub hash_workers: usize,
+    pub hash_queue: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +161,29 @@ body_bytes = 65536
 [views]
 snapshot_every = 10000
 wait_ms = 5000
+
+[registration]
+enabled = false
+
+[tokens]
+code_ttl_s = 60
+access_ttl_s = 600
+id_token_ttl_s = 600
+refresh_ttl_s = 2592000
+session_ttl_s = 86400
+audience = "authlog-resources"
+leeway_s = 60
+
+[keys]
+algorithm = "RS256"
+jwks_cache_s = 600
+
+[login]
+max_failures = 5
+lock_s = 900
+trusted_proxies = []
+hash_workers = 2
+hash_queue = 64
 "#;
 
 /// `AUTHLOG_*` variables and the key each sets. `AUTHLOG_ADMIN_TOKEN` adds a token
@@ -123,6 +197,34 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AUTHLOG_LOG_LEVEL", "log_level", Kind::Str),
     ("AUTHLOG_LIMITS_BODY_BYTES", "limits.body_bytes", Kind::Int),
     (
+        "AUTHLOG_REGISTRATION_ENABLED",
+        "registration.enabled",
+        Kind::Bool,
+    ),
+    ("AUTHLOG_TOKENS_AUDIENCE", "tokens.audience", Kind::Str),
+    (
+        "AUTHLOG_TOKENS_ACCESS_TTL_S",
+        "tokens.access_ttl_s",
+        Kind::Int,
+    ),
+    (
+        "AUTHLOG_TOKENS_REFRESH_TTL_S",
+        "tokens.refresh_ttl_s",
+        Kind::Int,
+    ),
+    (
+        "AUTHLOG_TOKENS_SESSION_TTL_S",
+        "tokens.session_ttl_s",
+        Kind::Int,
+    ),
+    ("AUTHLOG_KEYS_ALGORITHM", "keys.algorithm", Kind::Str),
+    (
+        "AUTHLOG_LOGIN_MAX_FAILURES",
+        "login.max_failures",
+        Kind::Int,
+    ),
+    ("AUTHLOG_LOGIN_LOCK_S", "login.lock_s", Kind::Int),
+    (
         "AUTHLOG_VIEWS_SNAPSHOT_EVERY",
         "views.snapshot_every",
         Kind::Int,
@@ -134,6 +236,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
 enum Kind {
     Str,
     Int,
+    Bool,
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -198,6 +301,16 @@ impl Config {
             };
             let v = match kind {
                 Kind::Str => toml::Value::String(value.clone()),
+                Kind::Bool => toml::Value::Boolean(match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ConfigError::BadEnv {
+                            name: name.clone(),
+                            error: "expected true or false".into(),
+                        });
+                    }
+                }),
                 Kind::Int => {
                     toml::Value::Integer(value.parse().map_err(|_| ConfigError::BadEnv {
                         name: name.clone(),
@@ -243,6 +356,27 @@ impl Config {
         }
         if !(self.issuer.starts_with("https://") || self.issuer.starts_with("http://")) {
             return Err(bad("issuer must be an http(s) URL"));
+        }
+        if !matches!(self.keys.algorithm.as_str(), "RS256" | "ES256" | "EdDSA") {
+            return Err(bad("keys.algorithm must be RS256, ES256 or EdDSA"));
+        }
+        let t = &self.tokens;
+        if [
+            t.code_ttl_s,
+            t.access_ttl_s,
+            t.id_token_ttl_s,
+            t.refresh_ttl_s,
+            t.session_ttl_s,
+        ]
+        .iter()
+        .any(|v| *v <= 0)
+        {
+            return Err(bad("token and session lifetimes must be positive"));
+        }
+        if self.login.max_failures == 0 || self.login.hash_workers == 0 {
+            return Err(bad(
+                "login.max_failures and login.hash_workers must be positive",
+            ));
         }
         if self.limits.body_bytes == 0 {
             return Err(bad("limits.body_bytes must be positive"));

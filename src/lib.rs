@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod metrics;
 pub mod seal;
