@@ -248,15 +248,29 @@ impl Application {
         )
         .await;
         let (shutdown_tx, shutting_down) = tokio::sync::watch::channel(false);
+        let config_for_oidc = config.clone();
         let state = Arc::new(AppState {
             config,
             store,
             views,
             metrics,
             admin_tokens,
+            oidc: crate::oidc::service::Oidc::new(&config_for_oidc, &kek)
+                .map_err(|e| StartError::Setup(e.to_string()))?,
             kek,
             shutting_down,
         });
+        // The views must be current before deciding whether a signing key exists.
+        if let Ok(Some(head)) = state.store.head().await {
+            let _ = state
+                .views
+                .wait_for(head.position, std::time::Duration::from_secs(600))
+                .await;
+        }
+        let alg = state.config.keys.algorithm.clone();
+        crate::oidc::service::ensure_signing_key(&state, &alg)
+            .await
+            .map_err(|e| StartError::Setup(format!("signing key: {e}")))?;
         Ok(Application {
             state,
             listener,

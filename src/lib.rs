@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod metrics;
+pub mod oidc;
 pub mod seal;
 pub mod store;
 pub mod views;

@@ -22,7 +22,7 @@ pub enum SealError {
 
 /// The key-encryption key. Its `Debug` never shows the key.
 #[derive(Clone)]
-pub struct Kek(XChaCha20Poly1305);
+pub struct Kek(XChaCha20Poly1305, [u8; 32]);
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,8 +35,10 @@ impl Kek {
         if bytes.len() != 32 {
             return Err(SealError::BadKey);
         }
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(bytes);
         XChaCha20Poly1305::new_from_slice(bytes)
-            .map(Kek)
+            .map(|c| Kek(c, raw))
             .map_err(|_| SealError::BadKey)
     }
 
@@ -54,6 +56,12 @@ impl Kek {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| SealError::Random(e.to_string()))?;
         Ok(base64::engine::general_purpose::STANDARD.encode(key))
+    }
+
+    /// A key for another purpose, derived from the KEK and a label
+    /// (HMAC-SHA-256(KEK, label)): one secret to configure, separate keys in use.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        hmac_sha256(&self.1, label.as_bytes())
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
@@ -92,9 +100,35 @@ impl Kek {
     }
 }
 
+/// HMAC-SHA-256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_test_case_2() {
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     #[test]
     fn seals_and_opens_and_refuses_other_keys() {

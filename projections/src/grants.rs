@@ -73,6 +73,8 @@ impl Grant {
 pub struct GrantsView {
     by_id: BTreeMap<String, Grant>,
     expiry: Expiry,
+    /// session id → the grants issued in it (logout ends them).
+    by_session: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl GrantsView {
@@ -82,6 +84,15 @@ impl GrantsView {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// The live grants issued in session `sid`.
+    pub fn of_session(&self, sid: &str) -> impl Iterator<Item = &Grant> {
+        self.by_session
+            .get(sid)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,7 +138,7 @@ impl Projection for GrantsView {
                     grant_id: d.grant_id.clone(),
                     client_id: d.client_id,
                     user_id: Some(d.user_id),
-                    session_id: Some(d.session_id),
+                    session_id: Some(d.session_id.clone()),
                     scopes: d.scopes,
                     code: Some(Code {
                         code_id: d.code_id,
@@ -144,6 +155,10 @@ impl Projection for GrantsView {
                     expires_at: d.expires_at,
                 };
                 self.expiry.set(&d.grant_id, None, Some(g.expires_at));
+                self.by_session
+                    .entry(d.session_id.clone())
+                    .or_default()
+                    .insert(d.grant_id.clone());
                 self.by_id.insert(d.grant_id, g);
             }
             EventType::TokenGranted => {
@@ -221,7 +236,15 @@ impl Projection for GrantsView {
 
     fn expire(&mut self, now: Timestamp) {
         for id in self.expiry.pop_expired(now) {
-            self.by_id.remove(&id);
+            if let Some(g) = self.by_id.remove(&id)
+                && let Some(sid) = g.session_id
+                && let Some(set) = self.by_session.get_mut(&sid)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_session.remove(&sid);
+                }
+            }
         }
     }
 }

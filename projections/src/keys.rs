@@ -34,15 +34,17 @@ pub struct SigningKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeysView {
     by_kid: BTreeMap<String, SigningKey>,
-    active: Option<String>,
+    /// The signing key of each algorithm.
+    active: BTreeMap<String, String>,
     /// The last revision of the `keys` stream.
     pub revision: Option<u64>,
     expiry: Expiry,
 }
 
 impl KeysView {
-    pub fn active(&self) -> Option<&SigningKey> {
-        self.active.as_ref().and_then(|k| self.by_kid.get(k))
+    /// The key that signs with `alg`.
+    pub fn active(&self, alg: &str) -> Option<&SigningKey> {
+        self.active.get(alg).and_then(|k| self.by_kid.get(k))
     }
 
     pub fn get(&self, kid: &str) -> Option<&SigningKey> {
@@ -85,8 +87,8 @@ impl Projection for KeysView {
             }
             EventType::KeyActivated => {
                 let d: data::KeyActivated = decode(event)?;
-                if self.by_kid.contains_key(&d.kid) {
-                    if let Some(previous) = self.active.take()
+                if let Some(alg) = self.by_kid.get(&d.kid).map(|k| k.alg.clone()) {
+                    if let Some(previous) = self.active.remove(&alg)
                         && let Some(p) = self.by_kid.get_mut(&previous)
                         && p.status == KeyStatus::Active
                     {
@@ -95,7 +97,7 @@ impl Projection for KeysView {
                     if let Some(k) = self.by_kid.get_mut(&d.kid) {
                         k.status = KeyStatus::Active;
                     }
-                    self.active = Some(d.kid);
+                    self.active.insert(alg, d.kid);
                 }
             }
             EventType::KeyRetired => {
@@ -109,9 +111,7 @@ impl Projection for KeysView {
                         verify_until: d.verify_until,
                     };
                     self.expiry.set(&d.kid, before, Some(d.verify_until));
-                    if self.active.as_deref() == Some(d.kid.as_str()) {
-                        self.active = None;
-                    }
+                    self.active.retain(|_, kid| *kid != d.kid);
                 }
             }
             _ => {}

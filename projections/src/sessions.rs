@@ -18,6 +18,10 @@ pub struct Session {
     pub amr: Vec<String>,
     /// The last revision of `session-{id}`.
     pub revision: u64,
+    /// The sealed sidecar holding the hash of the cookie secret.
+    pub sealed: Option<Vec<u8>>,
+    /// The client the sign-in was for, if any.
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +65,8 @@ impl Projection for SessionsView {
                             expires_at: d.expires_at,
                             amr: d.amr,
                             revision: event.revision,
+                            sealed: event.sidecar.map(<[u8]>::to_vec),
+                            client_id: event.envelope.client_id.clone(),
                         },
                     );
                 }

@@ -342,7 +342,8 @@ fn keys_activate_and_retire() {
         None,
     );
     let v = log.fold();
-    assert_eq!(v.keys.active().unwrap().kid, "k2");
+    assert_eq!(v.keys.active("RS256").unwrap().kid, "k2");
+    assert!(v.keys.active("ES256").is_none());
     assert_eq!(
         v.keys.get("k1").unwrap().status,
         KeyStatus::Retired {

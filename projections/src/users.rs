@@ -30,6 +30,10 @@ pub struct User {
     /// The last revision of `user-{id}`, None while that stream is empty.
     pub revision: Option<u64>,
     pub created_at: Timestamp,
+    /// Scopes consented to, per client, until revoked.
+    pub consents: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// How the user came to be (self-registered emails are unverified).
+    pub self_registered: bool,
 }
 
 impl User {
@@ -110,6 +114,8 @@ impl Projection for UsersView {
                         password: event.sidecar.map(<[u8]>::to_vec),
                         revision: None,
                         created_at: event.envelope.time,
+                        consents: BTreeMap::new(),
+                        self_registered: d.registered_via == data::RegisteredVia::SelfRegistration,
                     },
                 );
             }
@@ -159,7 +165,12 @@ impl Projection for UsersView {
             }
             EventType::ConsentGranted => {
                 let d: data::ConsentGranted = decode(event)?;
-                self.with_user(event, &d.user_id, |_| {});
+                self.with_user(event, &d.user_id, |u| {
+                    u.consents
+                        .entry(d.client_id.clone())
+                        .or_default()
+                        .extend(d.scopes.iter().cloned());
+                });
             }
             EventType::ConsentDenied => {
                 let d: data::ConsentDenied = decode(event)?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub admin_tokens: Vec<(String, [u8; 32])>,
     /// Seals and opens sidecars.
     pub kek: crate::seal::Kek,
+    /// The OIDC flows' in-memory helpers.
+    pub oidc: crate::oidc::service::Oidc,
     /// Turns true when shutdown begins: long-lived responses end themselves.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
@@ -86,6 +88,17 @@ fn route_label(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/admin/events" => "admin_events",
         "/admin/store/check" => "admin_store_check",
+        "/oidc/.well-known/openid-configuration" => "discovery",
+        "/oidc/.well-known/jwks.json" => "jwks",
+        "/oidc/oauth2/auth" => "authorize",
+        "/oidc/oauth2/token" => "token",
+        "/oidc/userinfo" => "userinfo",
+        "/oidc/oauth2/sessions/logout" => "logout",
+        "/oidc/login" => "login",
+        "/oidc/consent" => "consent",
+        "/oidc/register" => "register",
+        p if p.starts_with("/admin/users") => "admin_users",
+        p if p.starts_with("/admin/clients") => "admin_clients",
         _ => "other",
     }
 }
@@ -112,7 +125,9 @@ pub fn routes(
                 .or(ops::readyz(state.clone()))
                 .or(ops::metrics(state.clone()))
                 .or(admin::events(state.clone()))
-                .or(admin::store_check(state)),
+                .or(admin::store_check(state.clone()))
+                .or(oidc::routes(state.clone()))
+                .or(admin_api::routes(state)),
         )
         .recover(error::recover)
         .with(log)
@@ -121,3 +136,5 @@ pub fn routes(
             "nosniff",
         ))
 }
+pub mod admin_api;
+pub mod oidc;

@@ -1,0 +1,541 @@
+//! Admin API for users and clients (admin bearer token; the token's name is the
+//! actor of every event it causes).
+
+use authlog_projections::{Client, User};
+use authlog_schemas::data::{self, ClientMetadata, ClientRegisteredVia, RegisteredVia};
+use authlog_schemas::{Actor, ActorKind};
+use serde::Deserialize;
+use serde_json::json;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::{ApiError, State, admin_auth, with_state};
+use crate::oidc::grant::hex_sha256;
+use crate::oidc::service::{self, ClientSecret, Draft, RegisterError};
+use crate::store::{Expected, StoreError};
+
+fn admin(name: String) -> Actor {
+    Actor {
+        kind: ActorKind::Admin,
+        id: name,
+    }
+}
+
+fn json_status(value: serde_json::Value, status: StatusCode) -> Response {
+    let mut res = warp::reply::json(&value).into_response();
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+fn metadata_error(code: &str, description: &str) -> Response {
+    json_status(
+        json!({"error": code, "error_description": description}),
+        StatusCode::BAD_REQUEST,
+    )
+}
+
+pub fn user_json(u: &User, now: authlog_schemas::Timestamp) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "name": u.name,
+        "enabled": u.enabled,
+        "locked": u.is_locked(now),
+        "failed_attempts": u.failed_attempts,
+        "created_at": u.created_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(limit).and(warp::body::json())
+}
+
+async fn create_user(
+    state: State,
+    token: String,
+    body: NewUser,
+) -> Result<Response, warp::Rejection> {
+    let NewUser {
+        username,
+        password,
+        email,
+        name,
+    } = body;
+    match service::register_user(
+        &state,
+        admin(token),
+        RegisteredVia::Admin,
+        &username,
+        password,
+        email,
+        name,
+        None,
+    )
+    .await
+    {
+        Ok(id) => {
+            let views = state.views.read().await;
+            let u = views.users.get(&id).ok_or(ApiError::Internal(
+                "the new user is not in the views".into(),
+            ))?;
+            Ok(json_status(
+                user_json(u, service::now()),
+                StatusCode::CREATED,
+            ))
+        }
+        Err(RegisterError::Taken) => Ok(json_status(
+            json!({"error": "username_taken", "error_description": "that username is taken"}),
+            StatusCode::CONFLICT,
+        )),
+        Err(RegisterError::Invalid(why)) => Err(ApiError::InvalidRequest(why.into()).into()),
+        Err(RegisterError::Busy) => {
+            Err(ApiError::Unavailable("password hashing is busy".into()).into())
+        }
+        Err(RegisterError::Internal(e)) => Err(ApiError::Internal(e).into()),
+    }
+}
+
+async fn get_user(id: String, state: State) -> Result<Response, warp::Rejection> {
+    let views = state.views.read().await;
+    let u = views.users.get(&id).ok_or(ApiError::NotFound)?;
+    Ok(json_status(user_json(u, service::now()), StatusCode::OK))
+}
+
+async fn user_action(
+    id: String,
+    action: String,
+    state: State,
+    token: String,
+    body: Option<NewPassword>,
+) -> Result<Response, warp::Rejection> {
+    let stream = format!("user-{id}");
+    let phc = match (&action[..], body) {
+        ("password", Some(p)) => {
+            service::check_password_rules(&p.password)
+                .map_err(|e| ApiError::InvalidRequest(e.into()))?;
+            Some(
+                state
+                    .oidc
+                    .passwords
+                    .hash(p.password)
+                    .await
+                    .map_err(|e| match e {
+                        crate::crypto::CryptoError::Busy => {
+                            ApiError::Unavailable("password hashing is busy".into())
+                        }
+                        other => ApiError::Internal(other.to_string()),
+                    })?,
+            )
+        }
+        ("password", None) => {
+            return Err(ApiError::InvalidRequest(
+                "a JSON body {\"password\": …} is required".into(),
+            )
+            .into());
+        }
+        _ => None,
+    };
+    let actor = admin(token);
+    service::change_user(&state, &id, |u| {
+        let env = match &action[..] {
+            "disable" if u.enabled => service::draft(
+                &stream,
+                actor.clone(),
+                &data::UserDisabled {
+                    user_id: u.id.clone(),
+                },
+                None,
+            )?,
+            "enable" if !u.enabled => service::draft(
+                &stream,
+                actor.clone(),
+                &data::UserEnabled {
+                    user_id: u.id.clone(),
+                },
+                None,
+            )?,
+            "unlock" if u.locked.is_some() || u.failed_attempts > 0 => service::draft(
+                &stream,
+                actor.clone(),
+                &data::UserUnlocked {
+                    user_id: u.id.clone(),
+                },
+                None,
+            )?,
+            "password" => service::draft(
+                &stream,
+                actor.clone(),
+                &data::UserPasswordChanged {
+                    user_id: u.id.clone(),
+                    changed_by: data::ChangedBy::Admin,
+                },
+                None,
+            )?,
+            "disable" | "enable" | "unlock" => return Ok(vec![]),
+            _ => return Err(ApiError::NotFound),
+        };
+        let secret = match &phc {
+            Some(h) => Some(service::password_secret(h.clone())?),
+            None => None,
+        };
+        Ok(vec![Draft {
+            envelope: env.subject(u.id.clone()),
+            secret,
+        }])
+    })
+    .await?;
+    get_user(id, state).await
+}
+
+// ---- clients ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    pub client_name: String,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub response_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
+    #[serde(default)]
+    pub application_type: Option<String>,
+    #[serde(default)]
+    pub skip_consent: Option<bool>,
+}
+
+/// Checks a redirect URI: absolute, no fragment; web clients https (loopback
+/// http allowed for development); native clients loopback IPs or private-use
+/// schemes, never `http://localhost` (RFC 8252 §8.3).
+pub fn check_redirect_uri(uri: &str, application_type: &str) -> Result<(), String> {
+    if uri.len() > 2000 {
+        return Err("redirect URIs are at most 2000 characters".into());
+    }
+    if uri.contains('#') {
+        return Err(format!("{uri}: redirect URIs cannot have a fragment"));
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(format!("{uri}: not an absolute URI"));
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(format!("{uri}: not an absolute URI"));
+    }
+    let loopback = uri.starts_with("http://127.0.0.1") || uri.starts_with("http://[::1]");
+    if uri.starts_with("http://localhost") {
+        return Err(format!(
+            "{uri}: use http://127.0.0.1 or http://[::1] rather than localhost (RFC 8252 §8.3)"
+        ));
+    }
+    match (application_type, scheme) {
+        (_, "https") if rest.starts_with("//") && rest.len() > 2 => Ok(()),
+        (_, "http") if loopback => Ok(()),
+        // Private-use URI schemes in reverse-DNS form (RFC 8252 §7.1).
+        ("native", s) if s.contains('.') => Ok(()),
+        ("web", "http") => Err(format!("{uri}: web clients use https redirect URIs")),
+        _ => Err(format!(
+            "{uri}: not an allowed redirect URI for a {application_type} client"
+        )),
+    }
+}
+
+pub fn client_json(c: &Client) -> serde_json::Value {
+    let mut v = serde_json::to_value(&c.metadata).unwrap_or(json!({}));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("client_id".into(), c.client_id.clone().into());
+        if let Some(exp) = c.client_secret_expires_at {
+            o.insert("client_secret_expires_at".into(), exp.into());
+        }
+        o.insert(
+            "client_id_issued_at".into(),
+            c.created_at.unix_seconds().into(),
+        );
+    }
+    v
+}
+
+/// Validates client metadata with RFC 7591 error codes; fills defaults.
+pub fn validate_client(
+    req: ClientRequest,
+    admin: bool,
+) -> Result<ClientMetadata, (&'static str, String)> {
+    let bad = |d: String| ("invalid_client_metadata", d);
+    let name = req.client_name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(bad("client_name is 1 to 128 characters".into()));
+    }
+    let application_type = req.application_type.unwrap_or_else(|| "web".into());
+    if application_type != "web" && application_type != "native" {
+        return Err(bad("application_type is web or native".into()));
+    }
+    let method = req
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !matches!(
+        method.as_str(),
+        "client_secret_basic" | "client_secret_post" | "none"
+    ) {
+        return Err(bad(format!(
+            "token_endpoint_auth_method {method} is not supported"
+        )));
+    }
+    let grant_types = req
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    for g in &grant_types {
+        if !matches!(g.as_str(), "authorization_code" | "refresh_token") {
+            return Err(bad(format!("grant type {g} is not supported")));
+        }
+    }
+    let response_types = req.response_types.unwrap_or_else(|| vec!["code".into()]);
+    if response_types.iter().any(|r| r != "code") {
+        return Err(bad("only the code response type is supported".into()));
+    }
+    if grant_types.iter().any(|g| g == "authorization_code")
+        != response_types.iter().any(|r| r == "code")
+    {
+        return Err(bad(
+            "the authorization_code grant goes with the code response type".into(),
+        ));
+    }
+    if req.redirect_uris.is_empty() && response_types.iter().any(|r| r == "code") {
+        return Err((
+            "invalid_redirect_uri",
+            "at least one redirect URI is required".into(),
+        ));
+    }
+    if req.redirect_uris.len() > 32 || req.post_logout_redirect_uris.len() > 32 {
+        return Err(bad("at most 32 redirect URIs".into()));
+    }
+    for uri in req
+        .redirect_uris
+        .iter()
+        .chain(req.post_logout_redirect_uris.iter())
+    {
+        check_redirect_uri(uri, &application_type).map_err(|d| ("invalid_redirect_uri", d))?;
+    }
+    let scope = req
+        .scope
+        .unwrap_or_else(|| "openid profile email offline_access".into());
+    if scope.len() > 1000
+        || scope.split(' ').any(|s| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        })
+    {
+        return Err(bad("scope is a space-separated list of scope tokens".into()));
+    }
+    let alg = req
+        .id_token_signed_response_alg
+        .unwrap_or_else(|| "RS256".into());
+    if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA") {
+        return Err(bad(format!(
+            "id_token_signed_response_alg {alg} is not supported"
+        )));
+    }
+    if req.skip_consent.is_some() && !admin {
+        return Err(bad(
+            "skip_consent can only be set by an administrator".into()
+        ));
+    }
+    Ok(ClientMetadata {
+        client_name: name,
+        redirect_uris: req.redirect_uris,
+        post_logout_redirect_uris: req.post_logout_redirect_uris,
+        grant_types,
+        response_types,
+        token_endpoint_auth_method: method,
+        scope,
+        application_type,
+        id_token_signed_response_alg: alg,
+        skip_consent: req.skip_consent.unwrap_or(false),
+    })
+}
+
+async fn create_client(
+    state: State,
+    token: String,
+    body: ClientRequest,
+) -> Result<Response, warp::Rejection> {
+    let metadata = match validate_client(body, true) {
+        Ok(m) => m,
+        Err((code, d)) => return Ok(metadata_error(code, &d)),
+    };
+    if metadata.id_token_signed_response_alg != state.config.keys.algorithm {
+        service::ensure_signing_key(&state, &metadata.id_token_signed_response_alg).await?;
+    }
+    let client_id = service::new_id();
+    let confidential = metadata.token_endpoint_auth_method != "none";
+    let secret = if confidential {
+        Some(service::random_client_secret()?)
+    } else {
+        None
+    };
+    let sealed = match &secret {
+        Some(s) => Some(
+            serde_json::to_vec(&ClientSecret {
+                secret_sha256: hex_sha256(s),
+                previous_sha256: None,
+            })
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let stream = format!("client-{client_id}");
+    let d = data::ClientRegistered {
+        client_id: client_id.clone(),
+        metadata,
+        registered_via: ClientRegisteredVia::Admin,
+        client_secret_expires_at: confidential.then_some(0),
+    };
+    let env = service::draft(&stream, admin(token), &d, None)?.client(client_id.clone());
+    match service::commit(
+        &state,
+        &stream,
+        Expected::NoStream,
+        vec![Draft {
+            envelope: env,
+            secret: sealed,
+        }],
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::Internal("client id collision".into()).into());
+        }
+        Err(e) => return Err(ApiError::from(e).into()),
+    }
+    let views = state.views.read().await;
+    let c = views.clients.get(&client_id).ok_or(ApiError::Internal(
+        "the new client is not in the views".into(),
+    ))?;
+    let mut out = client_json(c);
+    if let (Some(s), Some(o)) = (secret, out.as_object_mut()) {
+        // Shown once; only its SHA-256 is kept, sealed.
+        o.insert("client_secret".into(), s.into());
+    }
+    Ok(json_status(out, StatusCode::CREATED))
+}
+
+async fn get_client(id: String, state: State) -> Result<Response, warp::Rejection> {
+    let views = state.views.read().await;
+    let c = views.clients.get(&id).ok_or(ApiError::NotFound)?;
+    Ok(json_status(client_json(c), StatusCode::OK))
+}
+
+pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let limit = state.config.limits.body_bytes;
+    let create_user = warp::path!("admin" / "users")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(json_body::<NewUser>(limit))
+        .and_then(create_user);
+    let get_user = warp::path!("admin" / "users" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and_then(|id, state, _token: String| get_user(id, state));
+    let action_plain = warp::path!("admin" / "users" / String / String)
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and_then(
+            |id: String,
+             action: String,
+             state: State,
+             token: String,
+             _ct: Option<String>,
+             body: bytes::Bytes| async move {
+                let parsed = if body.is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::from_slice::<NewPassword>(&body)
+                            .map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?,
+                    )
+                };
+                user_action(id, action, state, token, parsed).await
+            },
+        );
+    let create_client = warp::path!("admin" / "clients")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(json_body::<ClientRequest>(limit))
+        .and_then(create_client);
+    let get_client = warp::path!("admin" / "clients" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state))
+        .and_then(|id, state, _token: String| get_client(id, state));
+    create_user
+        .or(get_user)
+        .unify()
+        .or(action_plain)
+        .unify()
+        .or(create_client)
+        .unify()
+        .or(get_client)
+        .unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        assert!(check_redirect_uri("https://app.example/cb", "web").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:8000/cb", "web").is_ok());
+        assert!(check_redirect_uri("http://[::1]/cb", "native").is_ok());
+        assert!(check_redirect_uri("com.example.app:/oauth2redirect", "native").is_ok());
+        assert!(check_redirect_uri("http://app.example/cb", "web").is_err());
+        assert!(check_redirect_uri("http://localhost:3000/cb", "native").is_err());
+        assert!(check_redirect_uri("https://app.example/cb#x", "web").is_err());
+        assert!(check_redirect_uri("/relative", "web").is_err());
+        assert!(check_redirect_uri("com.example.app:/cb", "web").is_err());
+    }
+}

@@ -1,0 +1,1300 @@
+//! The OpenID Connect endpoints under `/oidc`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use authlog_projections::{Client, Session};
+use authlog_schemas::data::{self, RegisteredVia};
+use authlog_schemas::{Actor, ActorKind};
+use bytes::Bytes;
+use serde_json::json;
+use warp::Filter;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::{Reply, Response};
+
+use super::{State, with_state};
+use crate::oidc::html;
+use crate::oidc::request::{self, AuthError, AuthRequest, ResponseMode};
+use crate::oidc::runtime::LogoutTx;
+use crate::oidc::service::{self, Ctx, LoginOutcome, RegisterError, TokenError};
+use crate::oidc::tokens::{AccessClaims, IdClaims};
+
+/// Every POST body under /oidc is at most this large.
+pub const FORM_LIMIT: u64 = 16 * 1024;
+
+// ---- request context -------------------------------------------------------------------
+
+fn client_ip(
+    remote: Option<SocketAddr>,
+    forwarded: Option<String>,
+    xff: Option<String>,
+    trusted: &[IpAddr],
+) -> IpAddr {
+    let peer = remote.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    // RFC 7239 `for=`, else the last X-Forwarded-For hop added by our proxy.
+    let from_forwarded = forwarded.and_then(|f| {
+        f.split(',').next_back().and_then(|el| {
+            el.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                if !k.eq_ignore_ascii_case("for") {
+                    return None;
+                }
+                let v = v.trim_matches('"');
+                let v = v
+                    .strip_prefix('[')
+                    .map_or(v, |x| x.split(']').next().unwrap_or(x));
+                v.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+            })
+        })
+    });
+    from_forwarded
+        .or_else(|| xff.and_then(|x| x.split(',').next_back().and_then(|h| h.trim().parse().ok())))
+        .unwrap_or(peer)
+}
+
+pub fn ctx(state: State) -> impl Filter<Extract = (Ctx,), Error = warp::Rejection> + Clone {
+    warp::addr::remote()
+        .and(warp::header::optional::<String>("forwarded"))
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .and(warp::header::optional::<String>("user-agent"))
+        .map(move |remote, forwarded, xff, ua: Option<String>| Ctx {
+            request_id: service::new_id(),
+            ip: client_ip(remote, forwarded, xff, &state.config.login.trusted_proxies),
+            user_agent: ua,
+        })
+}
+
+fn cookie(
+    state: &State,
+) -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone + use<> {
+    let name = service::cookie_name(state);
+    warp::header::optional::<String>("cookie").map(move |header: Option<String>| {
+        header.and_then(|h| {
+            h.split(';').find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.to_string())
+            })
+        })
+    })
+}
+
+/// A form body (`application/x-www-form-urlencoded`, at most 16 KiB) as sent,
+/// repeated names included.
+fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(FORM_LIMIT)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|ct: Option<String>, body: Bytes| async move {
+            let ok = ct.as_deref().is_some_and(|c| {
+                c.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+            if !ok {
+                return Err(warp::reject::custom(super::ApiError::InvalidRequest(
+                    "the body must be application/x-www-form-urlencoded".into(),
+                )));
+            }
+            Ok(form_urlencoded::parse(&body)
+                .into_owned()
+                .collect::<Vec<_>>())
+        })
+}
+
+fn query_pairs()
+-> impl Filter<Extract = (Vec<(String, String)>,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|q: String| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+}
+
+fn first(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+fn redirect(location: &str) -> Response {
+    let mut res = Response::new(Default::default());
+    *res.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert("location", v);
+    }
+    res.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    res
+}
+
+fn with_cookie(mut res: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().append("set-cookie", v);
+    }
+    res
+}
+
+fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("pragma", HeaderValue::from_static("no-cache"));
+    res
+}
+
+fn cors(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    res
+}
+
+fn json_error(status: u16, error: &str, description: &str) -> Response {
+    let mut res = warp::reply::json(&json!({"error": error, "error_description": description}))
+        .into_response();
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    no_store(res)
+}
+
+fn oidc_path(state: &State, path: &str) -> String {
+    // Paths relative to the issuer, so a deployment under a prefix still works.
+    let base = state
+        .config
+        .issuer
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/oidc");
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+// ---- discovery and JWKS --------------------------------------------------------------
+
+fn discovery(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("oidc" / ".well-known" / "openid-configuration").and(warp::get()).and(with_state(state)).map(|state: State| {
+        let iss = state.config.issuer.clone();
+        let mut algs = vec![state.config.keys.algorithm.clone()];
+        for a in ["RS256", "ES256", "EdDSA"] {
+            if !algs.iter().any(|x| x == a) {
+                algs.push(a.to_string());
+            }
+        }
+        let doc = json!({
+            "issuer": iss,
+            "authorization_endpoint": format!("{iss}/oauth2/auth"),
+            "token_endpoint": format!("{iss}/oauth2/token"),
+            "userinfo_endpoint": format!("{iss}/userinfo"),
+            "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+            "end_session_endpoint": format!("{iss}/oauth2/sessions/logout"),
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "form_post"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr", "name", "preferred_username", "email", "email_verified"],
+            "prompt_values_supported": ["none", "login", "consent", "select_account"],
+            "authorization_response_iss_parameter_supported": true,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "claims_parameter_supported": false,
+            "frontchannel_logout_supported": false,
+            "backchannel_logout_supported": false,
+        });
+        cors(warp::reply::json(&doc).into_response())
+    })
+}
+
+fn jwks(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("oidc" / ".well-known" / "jwks.json")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state: State| async move {
+            let views = state.views.read().await;
+            let keys: Vec<_> = views
+                .keys
+                .published()
+                .map(|k| serde_json::Value::Object(k.public_jwk.clone()))
+                .collect();
+            let mut res = warp::reply::json(&json!({"keys": keys})).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                state.config.keys.jwks_cache_s.min(3600)
+            )) {
+                res.headers_mut().insert("cache-control", v);
+            }
+            cors(res)
+        })
+}
+
+/// CORS preflight for the endpoints browsers may call cross-origin; never with
+/// credentials.
+fn preflight() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("oidc" / "oauth2" / "token")
+        .or(warp::path!("oidc" / "userinfo"))
+        .unify()
+        .or(warp::path!("oidc" / ".well-known" / "jwks.json"))
+        .unify()
+        .or(warp::path!("oidc" / ".well-known" / "openid-configuration"))
+        .unify()
+        .and(warp::options())
+        .map(|| {
+            let mut res = Response::new(Default::default());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            let h = res.headers_mut();
+            h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+            h.insert(
+                "access-control-allow-methods",
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                "access-control-allow-headers",
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert("access-control-max-age", HeaderValue::from_static("600"));
+            res
+        })
+}
+
+// ---- the authorization endpoint --------------------------------------------------------
+
+/// Sends the result of an authorization request to the client, with `iss`.
+fn to_client(
+    state: &State,
+    uri: &str,
+    mode: ResponseMode,
+    mut params: Vec<(&str, String)>,
+) -> Response {
+    params.push(("iss", state.config.issuer.clone()));
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match mode {
+        ResponseMode::Query => redirect(&request::with_query(uri, &pairs)),
+        ResponseMode::FormPost => html::form_post(uri, &pairs),
+    }
+}
+
+fn error_to_client(state: &State, req: &AuthRequest, error: &str, description: &str) -> Response {
+    let mut params = vec![
+        ("error", error.to_string()),
+        ("error_description", description.to_string()),
+    ];
+    if let Some(s) = &req.state {
+        params.push(("state", s.clone()));
+    }
+    to_client(state, &req.redirect_uri, req.response_mode, params)
+}
+
+async fn reject(
+    state: &State,
+    ctx: &Ctx,
+    req: &AuthRequest,
+    error: &'static str,
+    description: &str,
+) -> Response {
+    service::reject_authorization(state, ctx, &req.client_id, error, description).await;
+    error_to_client(state, req, error, description)
+}
+
+async fn lookup_client(state: &State, client_id: &str) -> Option<Client> {
+    state.views.read().await.clients.get(client_id).cloned()
+}
+
+async fn authorize(
+    state: State,
+    ctx: Ctx,
+    cookie: Option<String>,
+    params: Vec<(String, String)>,
+) -> Response {
+    let clients = state.views.read().await.clients.clone();
+    let req = match request::validate(&params, |id| clients.get(id).cloned()) {
+        Ok(r) => r,
+        Err(AuthError::Page {
+            client_id,
+            description,
+        }) => {
+            if let Some(c) = client_id {
+                service::reject_authorization(&state, &ctx, &c, "invalid_request", &description)
+                    .await;
+            } else {
+                state
+                    .metrics
+                    .http_requests
+                    .with_label_values(&["authorize_untrusted", "400"])
+                    .inc();
+            }
+            return html::error_page(&description);
+        }
+        Err(AuthError::Redirect {
+            client_id,
+            redirect_uri,
+            response_mode,
+            state: st,
+            error,
+            description,
+        }) => {
+            service::reject_authorization(&state, &ctx, &client_id, error, &description).await;
+            let mut params = vec![
+                ("error", error.to_string()),
+                ("error_description", description),
+            ];
+            if let Some(s) = st {
+                params.push(("state", s));
+            }
+            return to_client(&state, &redirect_uri, response_mode, params);
+        }
+    };
+    let session = service::current_session(&state, cookie.as_deref()).await;
+    continue_authorization(state, ctx, req, session, None, false).await
+}
+
+/// Decides the next step of an authorization request: login, consent, or a code.
+async fn continue_authorization(
+    state: State,
+    ctx: Ctx,
+    req: AuthRequest,
+    session: Option<Session>,
+    tx: Option<String>,
+    fresh_login: bool,
+) -> Response {
+    let Some(client) = lookup_client(&state, &req.client_id).await else {
+        return html::error_page("unknown client");
+    };
+    let t = service::now();
+    let hinted_sub = match &req.id_token_hint {
+        Some(h) => match service::verify::<IdClaims>(&state, h, None, None, false).await {
+            Some(c) => Some(c.sub),
+            None => {
+                return reject(
+                    &state,
+                    &ctx,
+                    &req,
+                    "invalid_request",
+                    "id_token_hint is not an ID token issued by this provider",
+                )
+                .await;
+            }
+        },
+        None => None,
+    };
+    let mut must_login = session.is_none();
+    if let Some(s) = &session
+        && !fresh_login
+    {
+        if req.prompt.contains("login") {
+            must_login = true;
+        }
+        if let Some(max_age) = req.max_age
+            && (max_age == 0 || t.unix_seconds() - s.auth_time.unix_seconds() > max_age)
+        {
+            must_login = true;
+        }
+        if hinted_sub.as_ref().is_some_and(|sub| *sub != s.user_id) {
+            must_login = true;
+        }
+    }
+    if must_login && !fresh_login {
+        if req.prompt.contains("none") {
+            return reject(
+                &state,
+                &ctx,
+                &req,
+                "login_required",
+                "the user is not signed in",
+            )
+            .await;
+        }
+        let Some(id) = tx.or_else(|| state.oidc.transactions.start(Some(req.clone()), None)) else {
+            return html::error_page("could not start the sign-in");
+        };
+        return redirect(&format!("{}?tx={id}", oidc_path(&state, "/login")));
+    }
+    let Some(session) = session else {
+        return html::error_page("no session");
+    };
+    let Some(user) = state
+        .views
+        .read()
+        .await
+        .users
+        .get(&session.user_id)
+        .cloned()
+    else {
+        return html::error_page("unknown user");
+    };
+    if !user.enabled {
+        return reject(
+            &state,
+            &ctx,
+            &req,
+            "access_denied",
+            "the account is disabled",
+        )
+        .await;
+    }
+    if service::needs_consent(&req, &client, &user) {
+        if req.prompt.contains("none") {
+            return reject(
+                &state,
+                &ctx,
+                &req,
+                "consent_required",
+                "the user has not consented to these scopes",
+            )
+            .await;
+        }
+        let id = match tx {
+            Some(id) => id,
+            None => match state.oidc.transactions.start(Some(req.clone()), None) {
+                Some(id) => id,
+                None => return html::error_page("could not start the consent"),
+            },
+        };
+        state.oidc.transactions.set_session(&id, &session.id);
+        return redirect(&format!("{}?tx={id}", oidc_path(&state, "/consent")));
+    }
+    if let Some(id) = tx {
+        state.oidc.transactions.take(&id);
+    }
+    finish(&state, &ctx, &req, &session).await
+}
+
+async fn finish(state: &State, ctx: &Ctx, req: &AuthRequest, session: &Session) -> Response {
+    match service::issue_code(state, ctx, req, session).await {
+        Ok(code) => {
+            let mut params = vec![("code", code)];
+            if let Some(s) = &req.state {
+                params.push(("state", s.clone()));
+            }
+            to_client(state, &req.redirect_uri, req.response_mode, params)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a code");
+            error_to_client(state, req, "server_error", "the code could not be issued")
+        }
+    }
+}
+
+fn authorize_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let get = warp::get().and(query_pairs());
+    let post = warp::post().and(form());
+    warp::path!("oidc" / "oauth2" / "auth")
+        .and(get.or(post).unify())
+        .and(with_state(state.clone()))
+        .and(ctx(state.clone()))
+        .and(cookie(&state))
+        .then(|params, state, ctx, cookie| authorize(state, ctx, cookie, params))
+}
+
+// ---- login -----------------------------------------------------------------------------
+
+fn login_page_for(
+    state: &State,
+    tx: &str,
+    csrf: &str,
+    client: Option<&Client>,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    html::login_page(
+        &oidc_path(state, "/login"),
+        tx,
+        csrf,
+        client.map(|c| c.metadata.client_name.as_str()),
+        username,
+        error,
+    )
+}
+
+fn login_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let get = warp::path!("oidc" / "login")
+        .and(warp::get())
+        .and(query_pairs())
+        .and(with_state(state.clone()))
+        .then(|q: Vec<(String, String)>, state: State| async move {
+            // Without a transaction (a direct visit), start one for a plain sign-in.
+            let tx = first(&q, "tx").filter(|t| state.oidc.transactions.get(t).is_some());
+            let Some(tx) = tx.or_else(|| state.oidc.transactions.start(None, None)) else {
+                return html::error_page("could not start the sign-in");
+            };
+            let Some(t) = state.oidc.transactions.get(&tx) else {
+                return html::error_page("the sign-in expired");
+            };
+            let client = match &t.request {
+                Some(r) => lookup_client(&state, &r.client_id).await,
+                None => None,
+            };
+            let hint = t
+                .request
+                .as_ref()
+                .and_then(|r| r.login_hint.clone())
+                .unwrap_or_default();
+            login_page_for(&state, &tx, &t.csrf, client.as_ref(), &hint, None)
+        });
+    let post = warp::path!("oidc" / "login")
+        .and(warp::post())
+        .and(form())
+        .and(with_state(state.clone()))
+        .and(ctx(state))
+        .then(
+            |f: Vec<(String, String)>, state: State, ctx: Ctx| async move {
+                let (Some(tx), Some(csrf)) = (first(&f, "tx"), first(&f, "csrf")) else {
+                    return html::error_page("the form is incomplete");
+                };
+                let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                    return html::error_page(
+                        "the sign-in form expired or was not issued by this server; start again",
+                    );
+                };
+                let username = first(&f, "username").unwrap_or_default();
+                let password = first(&f, "password").unwrap_or_default();
+                let client = match &t.request {
+                    Some(r) => lookup_client(&state, &r.client_id).await,
+                    None => None,
+                };
+                let client_id = client.as_ref().map(|c| c.client_id.clone());
+                let outcome =
+                    service::login(&state, &ctx, &username, password, client_id.as_deref()).await;
+                match outcome {
+                    Ok(LoginOutcome::Success { session_id, cookie }) => {
+                        let session = state
+                            .views
+                            .read()
+                            .await
+                            .sessions
+                            .get(&session_id, service::now())
+                            .cloned();
+                        let res = match (t.request.clone(), session) {
+                            (Some(req), Some(session)) => {
+                                continue_authorization(
+                                    state.clone(),
+                                    ctx,
+                                    req,
+                                    Some(session),
+                                    Some(tx),
+                                    true,
+                                )
+                                .await
+                            }
+                            _ => {
+                                state.oidc.transactions.take(&tx);
+                                html::message_page("Signed in", "You are signed in.")
+                            }
+                        };
+                        with_cookie(res, &cookie)
+                    }
+                    Ok(LoginOutcome::Failed) => {
+                        let mut res = login_page_for(
+                            &state,
+                            &tx,
+                            &t.csrf,
+                            client.as_ref(),
+                            &username,
+                            Some("Wrong username or password."),
+                        );
+                        *res.status_mut() = StatusCode::UNAUTHORIZED;
+                        res
+                    }
+                    Ok(LoginOutcome::Throttled(wait)) => {
+                        let mut res = login_page_for(
+                            &state,
+                            &tx,
+                            &t.csrf,
+                            client.as_ref(),
+                            &username,
+                            Some(&format!(
+                                "Too many attempts. Try again in {} seconds.",
+                                wait.as_secs().max(1)
+                            )),
+                        );
+                        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                            res.headers_mut().insert("retry-after", v);
+                        }
+                        res
+                    }
+                    Ok(LoginOutcome::Busy) => html::Page::new(
+                        "Busy",
+                        "<h1>The server is busy</h1><p>Try again in a moment.</p>".into(),
+                    )
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .render(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "login");
+                        html::error_page("the sign-in could not be completed")
+                    }
+                }
+            },
+        );
+    get.or(post).unify()
+}
+
+// ---- consent ---------------------------------------------------------------------------
+
+fn consent_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let get = warp::path!("oidc" / "consent")
+        .and(warp::get())
+        .and(query_pairs())
+        .and(with_state(state.clone()))
+        .then(|q: Vec<(String, String)>, state: State| async move {
+            let Some(tx) = first(&q, "tx") else {
+                return html::error_page("no consent in progress");
+            };
+            let Some(t) = state.oidc.transactions.get(&tx) else {
+                return html::error_page("the consent expired; start again");
+            };
+            let (Some(req), Some(_)) = (t.request.as_ref(), t.session_id.as_ref()) else {
+                return html::error_page("no consent in progress");
+            };
+            let Some(client) = lookup_client(&state, &req.client_id).await else {
+                return html::error_page("unknown client");
+            };
+            html::consent_page(
+                &oidc_path(&state, "/consent"),
+                &tx,
+                &t.csrf,
+                &client.metadata.client_name,
+                &req.scopes,
+            )
+        });
+    let post = warp::path!("oidc" / "consent")
+        .and(warp::post())
+        .and(form())
+        .and(with_state(state.clone()))
+        .and(ctx(state.clone()))
+        .and(cookie(&state))
+        .then(
+            |f: Vec<(String, String)>, state: State, ctx: Ctx, cookie: Option<String>| async move {
+                let (Some(tx), Some(csrf)) = (first(&f, "tx"), first(&f, "csrf")) else {
+                    return html::error_page("the form is incomplete");
+                };
+                let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                    return html::error_page(
+                        "the consent form expired or was not issued by this server; start again",
+                    );
+                };
+                let (Some(req), Some(sid)) = (t.request.clone(), t.session_id.clone()) else {
+                    return html::error_page("no consent in progress");
+                };
+                // The session must still be the browser's own.
+                let Some(session) = service::current_session(&state, cookie.as_deref())
+                    .await
+                    .filter(|s| s.id == sid)
+                else {
+                    return html::error_page("your session ended; sign in again");
+                };
+                state.oidc.transactions.take(&tx);
+                let allow = match first(&f, "decision").as_deref() {
+                    Some("allow") => true,
+                    Some("deny") => false,
+                    _ => return html::error_page("decision must be allow or deny"),
+                };
+                if let Err(e) =
+                    service::record_consent(&state, &ctx, &session.user_id, &req, allow).await
+                {
+                    tracing::error!(error = %e, "recording consent");
+                    return error_to_client(
+                        &state,
+                        &req,
+                        "server_error",
+                        "consent could not be recorded",
+                    );
+                }
+                if !allow {
+                    return error_to_client(
+                        &state,
+                        &req,
+                        "access_denied",
+                        "the user denied access",
+                    );
+                }
+                finish(&state, &ctx, &req, &session).await
+            },
+        );
+    get.or(post).unify()
+}
+
+// ---- the token endpoint ----------------------------------------------------------------
+
+fn token_error(e: TokenError, basic: bool) -> Response {
+    let mut res = json_error(e.status, e.error, &e.description);
+    if e.error == "invalid_client" && basic {
+        *res.status_mut() = StatusCode::UNAUTHORIZED;
+        res.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"authlog\", error=\"invalid_client\""),
+        );
+    }
+    cors(res)
+}
+
+fn decode_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let b64 = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+    let dec = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((dec(id)?, dec(secret)?))
+}
+
+async fn token(
+    state: State,
+    ctx: Ctx,
+    auth: Option<String>,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let basic = auth
+        .as_deref()
+        .is_some_and(|a| a.to_ascii_lowercase().starts_with("basic "));
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(k, _)| pairs.iter().filter(|(x, _)| x == k).count() > 1)
+    {
+        return token_error(
+            TokenError::new("invalid_request", format!("{name} appears more than once")),
+            basic,
+        );
+    }
+    let form: HashMap<String, String> = pairs.into_iter().collect();
+    // Client authentication: exactly one method.
+    let (client_id, secret, method) = match (&auth, form.get("client_secret")) {
+        (Some(_), Some(_)) => {
+            return token_error(
+                TokenError::new("invalid_request", "use one client authentication method"),
+                basic,
+            );
+        }
+        (Some(h), None) if basic => match decode_basic(h) {
+            Some((id, s)) => (id, Some(s), "client_secret_basic"),
+            None => {
+                return token_error(
+                    TokenError {
+                        status: 401,
+                        error: "invalid_client",
+                        description: "malformed Basic credentials".into(),
+                    },
+                    true,
+                );
+            }
+        },
+        (_, Some(s)) => match form.get("client_id") {
+            Some(id) => (id.clone(), Some(s.clone()), "client_secret_post"),
+            None => {
+                return token_error(
+                    TokenError::new("invalid_request", "client_id is missing"),
+                    basic,
+                );
+            }
+        },
+        _ => match form.get("client_id") {
+            Some(id) => (id.clone(), None, "none"),
+            None => {
+                return token_error(
+                    TokenError {
+                        status: 401,
+                        error: "invalid_client",
+                        description: "client authentication is missing".into(),
+                    },
+                    basic,
+                );
+            }
+        },
+    };
+    if basic && form.get("client_id").is_some_and(|id| *id != client_id) {
+        return token_error(
+            TokenError::new(
+                "invalid_request",
+                "client_id differs from the authenticated client",
+            ),
+            basic,
+        );
+    }
+    let Some(client) = lookup_client(&state, &client_id).await else {
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&["token_unknown_client", "401"])
+            .inc();
+        return token_error(
+            TokenError {
+                status: 401,
+                error: "invalid_client",
+                description: "client authentication failed".into(),
+            },
+            basic,
+        );
+    };
+    if let Err(reason) = service::authenticate_client(&state, &client, method, secret.as_deref()) {
+        let cid = client.client_id.clone();
+        let m = method.to_string();
+        service::record_failure(&state, &ctx, reason, &client.client_id, || {
+            let d = data::ClientAuthenticationFailed {
+                client_id: cid.clone(),
+                method: m,
+            };
+            let env = service::draft(
+                &format!("client-{cid}"),
+                Actor {
+                    kind: ActorKind::Client,
+                    id: cid.clone(),
+                },
+                &d,
+                Some(&ctx),
+            )?
+            .client(cid.clone())
+            .failure(reason);
+            Ok((format!("client-{cid}"), env))
+        })
+        .await;
+        return token_error(
+            TokenError {
+                status: 401,
+                error: "invalid_client",
+                description: "client authentication failed".into(),
+            },
+            basic,
+        );
+    }
+    match service::exchange(&state, &ctx, &client, &form).await {
+        Ok(t) => cors(no_store(warp::reply::json(&t).into_response())),
+        Err(e) => token_error(e, basic),
+    }
+}
+
+fn token_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("oidc" / "oauth2" / "token")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(ctx(state))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(form())
+        .then(token)
+}
+
+// ---- userinfo ----------------------------------------------------------------------------
+
+fn bearer_error(error: &str, description: &str, status: StatusCode) -> Response {
+    let mut res = json_error(status.as_u16(), error, description);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Bearer error=\"{error}\", error_description=\"{description}\""
+    )) {
+        res.headers_mut().insert("www-authenticate", v);
+    }
+    cors(res)
+}
+
+async fn userinfo(state: State, auth: Option<String>, body: Vec<(String, String)>) -> Response {
+    let from_header = auth
+        .as_deref()
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        })
+        .map(str::to_string);
+    let from_body = first(&body, "access_token");
+    let token = match (from_header, from_body) {
+        (Some(_), Some(_)) => {
+            return bearer_error(
+                "invalid_request",
+                "send the token once",
+                StatusCode::BAD_REQUEST,
+            );
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            let mut res = cors(no_store(Response::new(Default::default())));
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            res.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return res;
+        }
+    };
+    let Some(claims) = service::verify::<AccessClaims>(
+        &state,
+        &token,
+        Some("at+jwt"),
+        Some(&state.config.tokens.audience),
+        true,
+    )
+    .await
+    else {
+        return bearer_error(
+            "invalid_token",
+            "the access token is invalid or expired",
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let views = state.views.read().await;
+    let t = service::now();
+    let active = claims
+        .gid
+        .as_ref()
+        .and_then(|g| views.grants.get(g))
+        .is_some_and(|g| g.access_token_active(&claims.jti, t));
+    if !active {
+        return bearer_error(
+            "invalid_token",
+            "the access token was revoked",
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let Some(user) = views.users.get(&claims.sub).filter(|u| u.enabled) else {
+        return bearer_error(
+            "invalid_token",
+            "the user no longer exists or is disabled",
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let scopes: Vec<&str> = claims.scope.split(' ').collect();
+    if !scopes.contains(&"openid") {
+        return bearer_error(
+            "insufficient_scope",
+            "userinfo needs the openid scope",
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("sub".into(), user.id.clone().into());
+    if scopes.contains(&"profile") {
+        out.insert("preferred_username".into(), user.username.clone().into());
+        if let Some(n) = &user.name {
+            out.insert("name".into(), n.clone().into());
+        }
+    }
+    if scopes.contains(&"email")
+        && let Some(e) = &user.email
+    {
+        out.insert("email".into(), e.clone().into());
+        // Self-registered addresses are unverified; an administrator's are vouched for.
+        out.insert("email_verified".into(), (!user.self_registered).into());
+    }
+    cors(no_store(warp::reply::json(&out).into_response()))
+}
+
+fn userinfo_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let get = warp::get().map(Vec::new);
+    let post = warp::post().and(form());
+    warp::path!("oidc" / "userinfo")
+        .and(get.or(post).unify())
+        .and(with_state(state))
+        .and(warp::header::optional::<String>("authorization"))
+        .then(|body, state, auth| userinfo(state, auth, body))
+}
+
+// ---- logout ----------------------------------------------------------------------------
+
+async fn logout(
+    state: State,
+    ctx: Ctx,
+    cookie: Option<String>,
+    params: Vec<(String, String)>,
+) -> Response {
+    let hint = first(&params, "id_token_hint");
+    let hinted = match &hint {
+        Some(h) => match service::verify::<IdClaims>(&state, h, None, None, false).await {
+            Some(c) => Some(c),
+            None => {
+                return html::error_page(
+                    "id_token_hint is not an ID token issued by this provider",
+                );
+            }
+        },
+        None => None,
+    };
+    let client_id = first(&params, "client_id").or_else(|| hinted.as_ref().map(|c| c.aud.clone()));
+    if let (Some(h), Some(c)) = (&hinted, first(&params, "client_id"))
+        && h.aud != c
+    {
+        return html::error_page("client_id does not match the id_token_hint");
+    }
+    let client = match &client_id {
+        Some(id) => lookup_client(&state, id).await,
+        None => None,
+    };
+    let post_logout = first(&params, "post_logout_redirect_uri");
+    let redirect_to = match (&post_logout, &client) {
+        (Some(uri), Some(c))
+            if c.metadata
+                .post_logout_redirect_uris
+                .iter()
+                .any(|r| r == uri) =>
+        {
+            let mut target = uri.clone();
+            if let Some(s) = first(&params, "state") {
+                target = request::with_query(&target, &[("state", &s)]);
+            }
+            Some(target)
+        }
+        (Some(_), _) => {
+            return html::error_page("post_logout_redirect_uri is not registered for this client");
+        }
+        _ => None,
+    };
+    let session = service::current_session(&state, cookie.as_deref()).await;
+    // Without a valid hint naming this session's user, ask the user first.
+    let trusted = hinted
+        .as_ref()
+        .is_some_and(|h| session.as_ref().is_none_or(|s| s.user_id == h.sub));
+    if !trusted {
+        let Some(tx) = state.oidc.transactions.start(
+            None,
+            Some(LogoutTx {
+                redirect: redirect_to,
+            }),
+        ) else {
+            return html::error_page("could not start the sign-out");
+        };
+        let Some(t) = state.oidc.transactions.get(&tx) else {
+            return html::error_page("could not start the sign-out");
+        };
+        return html::logout_confirm_page(
+            &oidc_path(&state, "/oauth2/sessions/logout"),
+            &tx,
+            &t.csrf,
+        );
+    }
+    finish_logout(&state, &ctx, session, redirect_to).await
+}
+
+async fn finish_logout(
+    state: &State,
+    ctx: &Ctx,
+    session: Option<Session>,
+    redirect_to: Option<String>,
+) -> Response {
+    let mut res = match &redirect_to {
+        Some(uri) => redirect(uri),
+        None => html::message_page("Signed out", "You are signed out."),
+    };
+    if let Some(s) = session {
+        let actor = Actor {
+            kind: ActorKind::User,
+            id: s.user_id.clone(),
+        };
+        if let Err(e) = service::end_session(state, ctx, &s, actor).await {
+            tracing::error!(error = %e, "ending a session");
+            return html::error_page("the sign-out could not be completed");
+        }
+    }
+    res = with_cookie(res, &service::session_cookie(state, "", 0));
+    res
+}
+
+fn logout_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let get = warp::path!("oidc" / "oauth2" / "sessions" / "logout")
+        .and(warp::get())
+        .and(query_pairs())
+        .and(with_state(state.clone()))
+        .and(ctx(state.clone()))
+        .and(cookie(&state))
+        .then(|q, state, ctx, cookie| logout(state, ctx, cookie, q));
+    let post = warp::path!("oidc" / "oauth2" / "sessions" / "logout")
+        .and(warp::post())
+        .and(form())
+        .and(with_state(state.clone()))
+        .and(ctx(state.clone()))
+        .and(cookie(&state))
+        .then(
+            |f: Vec<(String, String)>, state: State, ctx: Ctx, cookie: Option<String>| async move {
+                // The confirmation form, or an RP's POSTed logout request.
+                match (first(&f, "tx"), first(&f, "csrf")) {
+                    (Some(tx), Some(csrf)) => {
+                        let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                            return html::error_page(
+                                "the sign-out form expired or was not issued by this server",
+                            );
+                        };
+                        state.oidc.transactions.take(&tx);
+                        let session = service::current_session(&state, cookie.as_deref()).await;
+                        finish_logout(&state, &ctx, session, t.logout.and_then(|l| l.redirect))
+                            .await
+                    }
+                    _ => logout(state, ctx, cookie, f).await,
+                }
+            },
+        );
+    get.or(post).unify()
+}
+
+// ---- self-registration -------------------------------------------------------------------
+
+fn register_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let enabled = {
+        let state = state.clone();
+        warp::any().and_then(move || {
+            let on = state.config.registration.enabled;
+            async move {
+                if on {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }
+        })
+    }
+    .untuple_one();
+    let get = warp::path!("oidc" / "register")
+        .and(warp::get())
+        .and(enabled.clone())
+        .and(with_state(state.clone()))
+        .map(|state: State| {
+            match state
+                .oidc
+                .transactions
+                .start(None, None)
+                .and_then(|tx| state.oidc.transactions.get(&tx).map(|t| (tx, t)))
+            {
+                Some((tx, t)) => html::register_page(
+                    &format!("{}?tx={tx}", oidc_path(&state, "/register")),
+                    &t.csrf,
+                    "",
+                    "",
+                    None,
+                ),
+                None => html::error_page("could not start the registration"),
+            }
+        });
+    let post = warp::path!("oidc" / "register")
+        .and(warp::post())
+        .and(enabled)
+        .and(query_pairs())
+        .and(form())
+        .and(with_state(state.clone()))
+        .and(ctx(state))
+        .then(|q: Vec<(String, String)>, f: Vec<(String, String)>, state: State, ctx: Ctx| async move {
+            let tx = first(&q, "tx").unwrap_or_default();
+            let Some(t) = state.oidc.transactions.check(&tx, &first(&f, "csrf").unwrap_or_default()) else {
+                return html::error_page("the registration form expired or was not issued by this server");
+            };
+            let username = first(&f, "username").unwrap_or_default();
+            let email = first(&f, "email").unwrap_or_default();
+            let password = first(&f, "password").unwrap_or_default();
+            let again = |msg: &str, status: StatusCode| {
+                let mut res = html::register_page(&format!("{}?tx={tx}", oidc_path(&state, "/register")), &t.csrf, &username, &email, Some(msg));
+                *res.status_mut() = status;
+                res
+            };
+            // Registration attempts count against the same per-IP throttle as logins.
+            if let Some(wait) = state.oidc.throttle.wait(&ctx.ip.to_string()) {
+                return again(&format!("Too many attempts. Try again in {} seconds.", wait.as_secs().max(1)), StatusCode::TOO_MANY_REQUESTS);
+            }
+            let actor = Actor { kind: ActorKind::User, id: "self-registration".into() };
+            match service::register_user(&state, actor, RegisteredVia::SelfRegistration, &username, password, Some(email.clone()), None, Some(&ctx)).await {
+                Ok(_) => {
+                    state.oidc.transactions.take(&tx);
+                    html::message_page("Account created", "Your account is ready. You can sign in now.")
+                }
+                Err(RegisterError::Taken) => {
+                    state.oidc.throttle.fail(&ctx.ip.to_string());
+                    again("That username is taken.", StatusCode::CONFLICT)
+                }
+                Err(RegisterError::Invalid(why)) => again(why, StatusCode::BAD_REQUEST),
+                Err(RegisterError::Busy) => again("The server is busy; try again in a moment.", StatusCode::SERVICE_UNAVAILABLE),
+                Err(RegisterError::Internal(e)) => {
+                    tracing::error!(error = %e, "registration");
+                    html::error_page("the registration could not be completed")
+                }
+            }
+        });
+    get.or(post).unify()
+}
+
+/// All `/oidc` routes.
+pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    preflight()
+        .or(discovery(state.clone()))
+        .unify()
+        .or(jwks(state.clone()))
+        .unify()
+        .or(authorize_route(state.clone()))
+        .unify()
+        .or(login_route(state.clone()))
+        .unify()
+        .or(consent_route(state.clone()))
+        .unify()
+        .or(token_route(state.clone()))
+        .unify()
+        .or(userinfo_route(state.clone()))
+        .unify()
+        .or(logout_route(state.clone()))
+        .unify()
+        .or(register_route(state))
+        .unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        use base64::Engine;
+        let h = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("my%3Aclient:s%2Bcret")
+        );
+        assert_eq!(
+            decode_basic(&h),
+            Some(("my:client".into(), "s+cret".into()))
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_only_from_trusted_proxies() {
+        let proxy: IpAddr = [10, 0, 0, 1].into();
+        let peer = Some(SocketAddr::from(([10, 0, 0, 1], 5000)));
+        let other = Some(SocketAddr::from(([198, 51, 100, 7], 5000)));
+        let fwd = Some("for=192.0.2.60;proto=https".to_string());
+        assert_eq!(
+            client_ip(peer, fwd.clone(), None, &[proxy]),
+            IpAddr::from([192, 0, 2, 60])
+        );
+        assert_eq!(
+            client_ip(other, fwd, None, &[proxy]),
+            IpAddr::from([198, 51, 100, 7])
+        );
+        assert_eq!(
+            client_ip(peer, None, Some("203.0.113.9, 192.0.2.1".into()), &[proxy]),
+            IpAddr::from([192, 0, 2, 1])
+        );
+        assert_eq!(
+            client_ip(
+                peer,
+                Some("for=\"[2001:db8::1]:4711\"".into()),
+                None,
+                &[proxy]
+            ),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

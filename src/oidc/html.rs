@@ -1,0 +1,234 @@
+//! HTML pages. Every interpolated value goes through [`Text`], which escapes; raw
+//! markup is only what this module writes itself. Each page carries a
+//! nonce-based Content-Security-Policy, `frame-ancestors 'none'`,
+//! `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+
+use std::fmt::Write;
+
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+
+/// Escaped text.
+pub struct Text<'a>(pub &'a str);
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#x27;")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}\
+h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}input[type=text],input[type=password],input[type=email]{width:100%;padding:.5rem;box-sizing:border-box}\
+button{margin-top:1rem;padding:.5rem 1.2rem;margin-right:.5rem}.error{color:#a40000}ul{padding-left:1.2rem}small{color:#555}";
+
+/// A page: title, body markup (already built from escaped parts), and the CSP
+/// `form-action` sources (default `'self'`).
+pub struct Page {
+    pub status: StatusCode,
+    pub title: String,
+    pub body: String,
+    pub form_action: Option<String>,
+    pub script: Option<String>,
+}
+
+impl Page {
+    pub fn new(title: &str, body: String) -> Page {
+        Page {
+            status: StatusCode::OK,
+            title: title.to_string(),
+            body,
+            form_action: None,
+            script: None,
+        }
+    }
+
+    pub fn status(mut self, status: StatusCode) -> Page {
+        self.status = status;
+        self
+    }
+
+    pub fn render(self) -> Response {
+        let nonce = crate::crypto::random_bytes::<16>()
+            .map(|b| crate::crypto::b64url(&b))
+            .unwrap_or_default();
+        let script = self
+            .script
+            .as_ref()
+            .map(|s| format!("<script nonce=\"{nonce}\">{s}</script>"))
+            .unwrap_or_default();
+        let html = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style nonce=\"{nonce}\">{STYLE}</style></head><body>{}{script}</body></html>",
+            Text(&self.title),
+            self.body
+        );
+        let form_action = self.form_action.unwrap_or_else(|| "'self'".into());
+        let csp = format!(
+            "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        );
+        let mut res = Response::new(html.into());
+        *res.status_mut() = self.status;
+        let h = res.headers_mut();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert("content-security-policy", v);
+        }
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        h.insert("cache-control", HeaderValue::from_static("no-store"));
+        h.insert("pragma", HeaderValue::from_static("no-cache"));
+        res
+    }
+}
+
+fn hidden(name: &str, value: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+        Text(name),
+        Text(value)
+    )
+}
+
+pub fn error_page(description: &str) -> Response {
+    Page::new(
+        "Sign-in error",
+        format!("<h1>Something is wrong with this sign-in request</h1><p class=\"error\">{}</p><p>Go back to the application and try again.</p>", Text(description)),
+    )
+    .status(StatusCode::BAD_REQUEST)
+    .render()
+}
+
+pub fn login_page(
+    action: &str,
+    tx: &str,
+    csrf: &str,
+    client_name: Option<&str>,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let mut body = String::from("<h1>Sign in</h1>");
+    if let Some(c) = client_name {
+        let _ = write!(body, "<p>to continue to <strong>{}</strong></p>", Text(c));
+    }
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", Text(e));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"{}\">{}{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required autofocus><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\">Sign in</button></form>",
+        Text(action),
+        hidden("tx", tx),
+        hidden("csrf", csrf),
+        Text(username)
+    );
+    Page::new("Sign in", body).render()
+}
+
+pub fn consent_page(
+    action: &str,
+    tx: &str,
+    csrf: &str,
+    client_name: &str,
+    scopes: &[String],
+) -> Response {
+    let mut items = String::new();
+    for s in scopes {
+        let what = match s.as_str() {
+            "openid" => "know who you are",
+            "profile" => "see your name and username",
+            "email" => "see your email address",
+            "offline_access" => "keep access while you are away (offline access)",
+            _ => "",
+        };
+        let _ = write!(items, "<li><code>{}</code> {}</li>", Text(s), Text(what));
+    }
+    let body = format!(
+        "<h1>Allow access?</h1><p><strong>{}</strong> asks to:</p><ul>{items}</ul><form method=\"post\" action=\"{}\">{}{}<button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        Text(client_name),
+        Text(action),
+        hidden("tx", tx),
+        hidden("csrf", csrf)
+    );
+    Page::new("Allow access?", body).render()
+}
+
+/// OAuth 2.0 Form Post Response Mode: an auto-submitting form to the client.
+pub fn form_post(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut fields = String::new();
+    for (k, v) in params {
+        fields.push_str(&hidden(k, v));
+    }
+    let body = format!(
+        "<form method=\"post\" action=\"{}\">{fields}<noscript><button type=\"submit\">Continue</button></noscript></form>",
+        Text(redirect_uri)
+    );
+    let mut page = Page::new("Continuing", body);
+    page.script = Some("document.forms[0].submit();".into());
+    page.form_action = Some(redirect_uri.replace([';', ' ', '\'', '"'], ""));
+    page.render()
+}
+
+pub fn logout_confirm_page(action: &str, tx: &str, csrf: &str) -> Response {
+    let body = format!(
+        "<h1>Sign out?</h1><p>Do you want to sign out of authlog?</p><form method=\"post\" action=\"{}\">{}{}<button type=\"submit\" name=\"confirm\" value=\"yes\">Sign out</button></form>",
+        Text(action),
+        hidden("tx", tx),
+        hidden("csrf", csrf)
+    );
+    Page::new("Sign out?", body).render()
+}
+
+pub fn message_page(title: &str, message: &str) -> Response {
+    Page::new(
+        title,
+        format!("<h1>{}</h1><p>{}</p>", Text(title), Text(message)),
+    )
+    .render()
+}
+
+pub fn register_page(
+    action: &str,
+    csrf: &str,
+    username: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let mut body = String::from("<h1>Create an account</h1>");
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", Text(e));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"{}\">{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{}\" autocomplete=\"username\" required><label for=\"email\">Email</label><input type=\"email\" id=\"email\" name=\"email\" value=\"{}\" autocomplete=\"email\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\" minlength=\"8\" required><button type=\"submit\">Create account</button></form>",
+        Text(action),
+        hidden("csrf", csrf),
+        Text(username),
+        Text(email)
+    );
+    Page::new("Create an account", body).render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escapes_markup() {
+        assert_eq!(
+            Text("<script>alert('x')&\"</script>").to_string(),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&amp;&quot;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,1393 @@
+//! The shell of the OIDC flows: reads views and streams, calls the pure
+//! deciders, seals secrets, appends with the right expectation (retrying a
+//! decision on conflict), and waits for the views to include its own writes.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use authlog_projections::{Client, Session, User, normalize_username};
+use authlog_schemas::data::{self, EventData};
+use authlog_schemas::{Actor, ActorKind, Envelope, Position, Source, Timestamp};
+use serde::Serialize;
+
+use crate::crypto::{self, Passwords, b64url, ct_eq};
+use crate::http::{ApiError, AppState};
+use crate::oidc::grant::{
+    self, CodeSecret, Decision, GrantError, GrantEvent, GrantState, RefreshSecret,
+};
+use crate::oidc::request::AuthRequest;
+use crate::oidc::runtime::{Budget, EventBudget, Throttle, Transactions};
+use crate::oidc::tokens::{self, AccessClaims, IdClaims};
+use crate::store::{Appended, Expected, NewEvent, StoreError, read_whole_stream};
+
+/// The provider's in-memory helpers.
+pub struct Oidc {
+    pub passwords: Passwords,
+    pub transactions: Transactions,
+    pub throttle: Throttle,
+    pub budget: EventBudget,
+    username_key: [u8; 32],
+    signing: Mutex<std::collections::HashMap<String, jsonwebtoken::EncodingKey>>,
+}
+
+impl Oidc {
+    pub fn new(
+        config: &crate::config::Config,
+        kek: &crate::seal::Kek,
+    ) -> Result<Oidc, crypto::CryptoError> {
+        Ok(Oidc {
+            passwords: Passwords::new(config.login.hash_workers, config.login.hash_queue)?,
+            transactions: Transactions::default(),
+            throttle: Throttle::new(3, 100_000),
+            budget: EventBudget::new(20, Duration::from_secs(60)),
+            username_key: kek.derive("authlog username hash v1"),
+            signing: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The keyed hash stored for an unknown username (never the name itself).
+    pub fn username_hash(&self, username: &str) -> String {
+        hex::encode(crate::seal::hmac_sha256(
+            &self.username_key,
+            username.as_bytes(),
+        ))
+    }
+}
+
+/// Who is asking, for the envelope.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub request_id: String,
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+impl Ctx {
+    pub fn source(&self) -> Source {
+        Source {
+            ip: Some(self.ip.to_string()),
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .map(|u| u.chars().take(512).collect()),
+        }
+    }
+}
+
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp::from_unix_millis(ms)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// An event about to be sealed and appended.
+pub struct Draft {
+    pub envelope: Envelope,
+    /// Plaintext of the sidecar; sealed under the KEK before the append.
+    pub secret: Option<Vec<u8>>,
+}
+
+pub fn draft<D: EventData>(
+    stream: &str,
+    actor: Actor,
+    data: &D,
+    ctx: Option<&Ctx>,
+) -> Result<Envelope, ApiError> {
+    let mut env = Envelope::new(new_id(), stream.to_string(), now(), actor, data)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(ctx) = ctx {
+        env = env.source(ctx.source()).request(ctx.request_id.clone());
+    }
+    Ok(env)
+}
+
+fn secret_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Seals, appends, and waits until the views include the append.
+pub async fn commit(
+    state: &AppState,
+    stream: &str,
+    expected: Expected,
+    drafts: Vec<Draft>,
+) -> Result<Appended, StoreError> {
+    let mut events = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let sealed = match d.secret {
+            Some(s) => Some(
+                state
+                    .kek
+                    .seal(&s)
+                    .map_err(|e| StoreError::InvalidEvent(e.to_string()))?,
+            ),
+            None => None,
+        };
+        events.push(NewEvent::new(d.envelope, sealed)?);
+    }
+    let appended = state.store.append(stream, expected, events).await?;
+    if let Some(p) = appended.last_position() {
+        wait_views(state, p).await;
+    }
+    Ok(appended)
+}
+
+pub async fn wait_views(state: &AppState, position: Position) {
+    let timeout = Duration::from_millis(state.config.views.wait_ms);
+    if let Err(e) = state.views.wait_for(position, timeout).await {
+        tracing::warn!(error = %e, "views behind the log");
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+// ---- failures from callers not yet identified ----------------------------------------
+
+/// Records a failure attributable to a registered client, within the budget
+/// for (ip, reason, client); beyond it, one `security.throttled` per window.
+pub async fn record_failure(
+    state: &AppState,
+    ctx: &Ctx,
+    reason: &str,
+    client_id: &str,
+    draft_fn: impl FnOnce() -> Result<(String, Envelope), ApiError>,
+) {
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&["failure", reason])
+        .inc();
+    let outcome = match state.oidc.budget.spend(ctx.ip, reason, client_id) {
+        Budget::Event => match draft_fn() {
+            Ok((stream, env)) => commit(
+                state,
+                &stream,
+                Expected::Any,
+                vec![Draft {
+                    envelope: env,
+                    secret: None,
+                }],
+            )
+            .await
+            .map(|_| ()),
+            Err(e) => Err(StoreError::InvalidEvent(e.to_string())),
+        },
+        Budget::Throttled {
+            count,
+            window_start,
+        } => {
+            let started = now().plus_millis(-(window_start.elapsed().as_millis() as i64));
+            let data = data::SecurityThrottled {
+                ip: ctx.ip.to_string(),
+                reason: reason.to_string(),
+                client_id: Some(client_id.to_string()),
+                count,
+                window_start: started,
+                window_end: started.plus_seconds(60),
+            };
+            match draft("security", Actor::system("throttle"), &data, Some(ctx)) {
+                Ok(env) => commit(
+                    state,
+                    "security",
+                    Expected::Any,
+                    vec![Draft {
+                        envelope: env,
+                        secret: None,
+                    }],
+                )
+                .await
+                .map(|_| ()),
+                Err(e) => Err(StoreError::InvalidEvent(e.to_string())),
+            }
+        }
+        Budget::MetricsOnly => Ok(()),
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "recording a failure event");
+    }
+}
+
+pub async fn reject_authorization(
+    state: &AppState,
+    ctx: &Ctx,
+    client_id: &str,
+    error: &str,
+    description: &str,
+) {
+    let client = client_id.to_string();
+    let error_s = error.to_string();
+    let d = description.to_string();
+    record_failure(state, ctx, error, client_id, move || {
+        let data = data::AuthorizationRejected {
+            client_id: client.clone(),
+            description: d,
+        };
+        let env = draft(
+            &format!("client-{client}"),
+            Actor {
+                kind: ActorKind::Client,
+                id: client.clone(),
+            },
+            &data,
+            Some(ctx),
+        )?
+        .client(client.clone())
+        .failure(error_s);
+        Ok((format!("client-{client}"), env))
+    })
+    .await;
+}
+
+// ---- sessions ------------------------------------------------------------------------
+
+pub const SESSION_COOKIE: &str = "authlog_session";
+
+#[derive(Serialize, serde::Deserialize)]
+struct SessionSecret {
+    secret_sha256: String,
+}
+
+/// The cookie name: `__Host-` prefixed on https issuers.
+pub fn cookie_name(state: &AppState) -> String {
+    if state.config.issuer.starts_with("https://") {
+        format!("__Host-{SESSION_COOKIE}")
+    } else {
+        SESSION_COOKIE.to_string()
+    }
+}
+
+pub fn session_cookie(state: &AppState, value: &str, max_age: i64) -> String {
+    let secure = if state.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        cookie_name(state)
+    )
+}
+
+/// The live session the cookie names, if its secret matches. The cookie carries
+/// the position the session was created at: a node whose views are behind waits
+/// (bounded) for it before deciding the session is unknown.
+pub async fn current_session(state: &AppState, cookie: Option<&str>) -> Option<Session> {
+    let cookie = cookie?;
+    let mut parts = cookie.splitn(3, '.');
+    let sid = parts.next()?;
+    let secret = parts.next()?;
+    let position: Option<Position> = parts.next().and_then(|p| p.parse().ok());
+    if let Some(p) = position {
+        wait_views(state, p).await;
+    }
+    let views = state.views.read().await;
+    let session = views.sessions.get(sid, now())?.clone();
+    drop(views);
+    let sealed = session.sealed.as_ref()?;
+    let opened = state.kek.open(sealed).ok()?;
+    let s: SessionSecret = serde_json::from_slice(&opened).ok()?;
+    ct_eq(
+        grant::hex_sha256(secret).as_bytes(),
+        s.secret_sha256.as_bytes(),
+    )
+    .then_some(session)
+}
+
+// ---- users -------------------------------------------------------------------------
+
+/// RFC 8265 UsernameCasePreserved, as authlog applies it: width-mapped and NFC
+/// normalised (NFKC of the fullwidth/halfwidth forms), no spaces or controls,
+/// 1 to 64 characters. Uniqueness compares the lower-cased form.
+pub fn prepare_username(input: &str) -> Result<String, &'static str> {
+    use unicode_normalization::UnicodeNormalization;
+    let mapped: String = input
+        .trim()
+        .chars()
+        .map(|c| {
+            let cp = c as u32;
+            if (0xFF01..=0xFF5E).contains(&cp) || (0xFF61..=0xFFDC).contains(&cp) {
+                c.nfkc().next().unwrap_or(c)
+            } else {
+                c
+            }
+        })
+        .collect();
+    let name: String = mapped.nfc().collect();
+    let n = name.chars().count();
+    if n == 0 || n > 64 {
+        return Err("usernames are 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("usernames cannot contain spaces or control characters");
+    }
+    Ok(name)
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct PasswordSecret {
+    password: String,
+}
+
+pub fn check_password_rules(password: &str) -> Result<(), &'static str> {
+    let n = password.chars().count();
+    if n < 8 {
+        return Err("passwords are at least 8 characters");
+    }
+    if n > 256 {
+        return Err("passwords are at most 256 characters");
+    }
+    Ok(())
+}
+
+pub enum RegisterError {
+    Taken,
+    Invalid(&'static str),
+    Busy,
+    Internal(String),
+}
+
+/// Registers a user: `user.registered` on `username-{normalized}` with NoStream,
+/// so the first claim wins across nodes.
+pub async fn register_user(
+    state: &AppState,
+    actor: Actor,
+    via: data::RegisteredVia,
+    username: &str,
+    password: String,
+    email: Option<String>,
+    name: Option<String>,
+    ctx: Option<&Ctx>,
+) -> Result<String, RegisterError> {
+    let username = prepare_username(username).map_err(RegisterError::Invalid)?;
+    check_password_rules(&password).map_err(RegisterError::Invalid)?;
+    if let Some(e) = &email
+        && (e.len() > 254 || !e.contains('@') || e.chars().any(char::is_whitespace))
+    {
+        return Err(RegisterError::Invalid("email is not an address"));
+    }
+    if name.as_ref().is_some_and(|n| n.chars().count() > 128) {
+        return Err(RegisterError::Invalid("name is at most 128 characters"));
+    }
+    if state
+        .views
+        .read()
+        .await
+        .users
+        .by_username(&username)
+        .is_some()
+    {
+        return Err(RegisterError::Taken);
+    }
+    let phc = match state.oidc.passwords.hash(password).await {
+        Ok(h) => h,
+        Err(crypto::CryptoError::Busy) => return Err(RegisterError::Busy),
+        Err(e) => return Err(RegisterError::Internal(e.to_string())),
+    };
+    let user_id = new_id();
+    let data = data::UserRegistered {
+        user_id: user_id.clone(),
+        username: username.clone(),
+        email,
+        name,
+        registered_via: via,
+    };
+    let stream = format!("username-{}", normalize_username(&username));
+    let env = draft(&stream, actor, &data, ctx)
+        .map_err(|e| RegisterError::Internal(e.to_string()))?
+        .subject(user_id.clone());
+    let secret = secret_json(&PasswordSecret { password: phc })
+        .map_err(|e| RegisterError::Internal(e.to_string()))?;
+    match commit(
+        state,
+        &stream,
+        Expected::NoStream,
+        vec![Draft {
+            envelope: env,
+            secret: Some(secret),
+        }],
+    )
+    .await
+    {
+        Ok(_) => Ok(user_id),
+        Err(StoreError::Conflict { .. }) => Err(RegisterError::Taken),
+        Err(e) => Err(RegisterError::Internal(e.to_string())),
+    }
+}
+
+/// Appends events about a user on `user-{id}`, deciding again on conflict.
+pub async fn change_user(
+    state: &AppState,
+    user_id: &str,
+    decide: impl Fn(&User) -> Result<Vec<Draft>, ApiError>,
+) -> Result<Option<Appended>, ApiError> {
+    let stream = format!("user-{user_id}");
+    for _ in 0..4 {
+        let (user, expected) = {
+            let views = state.views.read().await;
+            let Some(u) = views.users.get(user_id) else {
+                return Err(ApiError::NotFound);
+            };
+            (u.clone(), Expected::after(u.revision))
+        };
+        let drafts = decide(&user)?;
+        if drafts.is_empty() {
+            return Ok(None);
+        }
+        match commit(state, &stream, expected, drafts).await {
+            Ok(a) => return Ok(Some(a)),
+            Err(StoreError::Conflict { .. }) => {
+                // The view was behind the stream: let it catch up and decide again.
+                if let Ok(Some(h)) = state.store.head().await {
+                    wait_views(state, h.position).await;
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the user is changing too fast; try again".into(),
+    ))
+}
+
+pub fn user_password(state: &AppState, user: &User) -> Option<String> {
+    let sealed = user.password.as_ref()?;
+    let opened = state.kek.open(sealed).ok()?;
+    serde_json::from_slice::<PasswordSecret>(&opened)
+        .ok()
+        .map(|p| p.password)
+}
+
+pub fn password_secret(phc: String) -> Result<Vec<u8>, ApiError> {
+    secret_json(&PasswordSecret { password: phc })
+}
+
+/// The outcome of a sign-in attempt. Every failure looks the same to the user.
+pub enum LoginOutcome {
+    Success { session_id: String, cookie: String },
+    Failed,
+    Throttled(Duration),
+    Busy,
+}
+
+/// Checks a username and password and records the outcome.
+pub async fn login(
+    state: &AppState,
+    ctx: &Ctx,
+    username: &str,
+    password: String,
+    client_id: Option<&str>,
+) -> Result<LoginOutcome, ApiError> {
+    let prepared = prepare_username(username).unwrap_or_else(|_| username.trim().to_string());
+    let pair_key = format!("{}|{}", normalize_username(&prepared), ctx.ip);
+    let ip_key = ctx.ip.to_string();
+    // Throttling comes before any event is decided.
+    for key in [&pair_key, &ip_key] {
+        if let Some(wait) = state.oidc.throttle.wait(key) {
+            return Ok(LoginOutcome::Throttled(wait));
+        }
+    }
+    let user = state
+        .views
+        .read()
+        .await
+        .users
+        .by_username(&prepared)
+        .cloned();
+    let phc = user.as_ref().and_then(|u| user_password(state, u));
+    // Unknown users, disabled and locked accounts cost what a wrong password costs.
+    let verified = match state.oidc.passwords.verify(password, phc).await {
+        Ok(v) => v,
+        Err(crypto::CryptoError::Busy) => return Ok(LoginOutcome::Busy),
+        Err(e) => return Err(internal(e)),
+    };
+    let t = now();
+    let Some(user) = user else {
+        state.oidc.throttle.fail(&pair_key);
+        state.oidc.throttle.fail(&ip_key);
+        let hash = state.oidc.username_hash(&normalize_username(&prepared));
+        let client = client_id.unwrap_or("-").to_string();
+        record_failure(state, ctx, "unknown_user", &client, || {
+            let data = data::LoginFailed {
+                user_id: None,
+                username_hash: Some(hash),
+                failed_attempts: None,
+            };
+            let mut env = draft("login-unknown", Actor::system("login"), &data, Some(ctx))?
+                .failure("unknown_user");
+            if let Some(c) = client_id {
+                env = env.client(c);
+            }
+            Ok(("login-unknown".to_string(), env))
+        })
+        .await;
+        return Ok(LoginOutcome::Failed);
+    };
+    let reason = if !user.enabled {
+        Some("user_disabled")
+    } else if user.is_locked(t) {
+        Some("user_locked")
+    } else if !verified {
+        Some("invalid_credentials")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        state.oidc.throttle.fail(&pair_key);
+        state.oidc.throttle.fail(&ip_key);
+        let max = state.config.login.max_failures;
+        let lock_s = state.config.login.lock_s;
+        let client = client_id.map(str::to_string);
+        change_user(state, &user.id, |u| {
+            let attempts = u.failed_attempts.saturating_add(1);
+            let data = data::LoginFailed {
+                user_id: Some(u.id.clone()),
+                username_hash: None,
+                failed_attempts: Some(attempts),
+            };
+            let mut env = draft(
+                &format!("user-{}", u.id),
+                Actor {
+                    kind: ActorKind::User,
+                    id: u.id.clone(),
+                },
+                &data,
+                Some(ctx),
+            )?
+            .subject(u.id.clone())
+            .failure(reason);
+            if let Some(c) = &client {
+                env = env.client(c.clone());
+            }
+            let mut drafts = vec![Draft {
+                envelope: env,
+                secret: None,
+            }];
+            if reason == "invalid_credentials" && attempts >= max && !u.is_locked(now()) {
+                let lock = data::UserLocked {
+                    user_id: u.id.clone(),
+                    failed_attempts: attempts,
+                    until: Some(now().plus_seconds(lock_s)),
+                };
+                let env = draft(
+                    &format!("user-{}", u.id),
+                    Actor::system("lockout"),
+                    &lock,
+                    Some(ctx),
+                )?
+                .subject(u.id.clone());
+                drafts.push(Draft {
+                    envelope: env,
+                    secret: None,
+                });
+            }
+            Ok(drafts)
+        })
+        .await?;
+        return Ok(LoginOutcome::Failed);
+    }
+    state.oidc.throttle.succeed(&pair_key);
+    // A new session id at every sign-in: no fixation.
+    let sid = new_id();
+    let secret = crypto::secret_token().map_err(internal)?;
+    let ttl = state.config.tokens.session_ttl_s;
+    let data = data::LoginSucceeded {
+        session_id: sid.clone(),
+        user_id: user.id.clone(),
+        amr: vec!["pwd".into()],
+        expires_at: t.plus_seconds(ttl),
+    };
+    let stream = format!("session-{sid}");
+    let mut env = draft(
+        &stream,
+        Actor {
+            kind: ActorKind::User,
+            id: user.id.clone(),
+        },
+        &data,
+        Some(ctx),
+    )?
+    .subject(user.id.clone())
+    .session(sid.clone());
+    if let Some(c) = client_id {
+        env = env.client(c);
+    }
+    let sealed = secret_json(&SessionSecret {
+        secret_sha256: grant::hex_sha256(&secret),
+    })?;
+    let appended = commit(
+        state,
+        &stream,
+        Expected::NoStream,
+        vec![Draft {
+            envelope: env,
+            secret: Some(sealed),
+        }],
+    )
+    .await
+    .map_err(internal)?;
+    let position = appended
+        .last_position()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let cookie = session_cookie(state, &format!("{sid}.{secret}.{position}"), ttl);
+    Ok(LoginOutcome::Success {
+        session_id: sid,
+        cookie,
+    })
+}
+
+// ---- consent and codes ---------------------------------------------------------------
+
+/// Whether the user must be asked: `prompt=consent`, `offline_access` (always real
+/// consent, Core §11), or scopes not yet consented to, unless an administrator
+/// marked the client `skip_consent`.
+pub fn needs_consent(req: &AuthRequest, client: &Client, user: &User) -> bool {
+    if req.prompt.contains("consent") || req.scopes.iter().any(|s| s == "offline_access") {
+        return true;
+    }
+    if client.metadata.skip_consent {
+        return false;
+    }
+    let granted: BTreeSet<&String> = user
+        .consents
+        .get(&client.client_id)
+        .map(|s| s.iter().collect())
+        .unwrap_or_default();
+    !req.scopes.iter().all(|s| granted.contains(s))
+}
+
+pub async fn record_consent(
+    state: &AppState,
+    ctx: &Ctx,
+    user_id: &str,
+    req: &AuthRequest,
+    allow: bool,
+) -> Result<(), ApiError> {
+    let stream = format!("user-{user_id}");
+    let actor = Actor {
+        kind: ActorKind::User,
+        id: user_id.to_string(),
+    };
+    let env = if allow {
+        let d = data::ConsentGranted {
+            user_id: user_id.into(),
+            client_id: req.client_id.clone(),
+            scopes: req.scopes.clone(),
+        };
+        draft(&stream, actor, &d, Some(ctx))?
+    } else {
+        let d = data::ConsentDenied {
+            user_id: user_id.into(),
+            client_id: req.client_id.clone(),
+            scopes: req.scopes.clone(),
+        };
+        draft(&stream, actor, &d, Some(ctx))?
+    }
+    .subject(user_id.to_string())
+    .client(req.client_id.clone());
+    commit(
+        state,
+        &stream,
+        Expected::Any,
+        vec![Draft {
+            envelope: env,
+            secret: None,
+        }],
+    )
+    .await
+    .map_err(internal)?;
+    Ok(())
+}
+
+/// Issues an authorization code: a new grant stream, claimed with NoStream.
+pub async fn issue_code(
+    state: &AppState,
+    ctx: &Ctx,
+    req: &AuthRequest,
+    session: &Session,
+) -> Result<String, ApiError> {
+    let grant_id = new_id();
+    let code = format!("{grant_id}.{}", crypto::secret_token().map_err(internal)?);
+    let data = data::AuthorizationCodeIssued {
+        grant_id: grant_id.clone(),
+        code_id: new_id(),
+        client_id: req.client_id.clone(),
+        user_id: session.user_id.clone(),
+        session_id: session.id.clone(),
+        scopes: req.scopes.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        expires_at: now().plus_seconds(state.config.tokens.code_ttl_s),
+    };
+    let stream = format!("grant-{grant_id}");
+    let env = draft(
+        &stream,
+        Actor {
+            kind: ActorKind::User,
+            id: session.user_id.clone(),
+        },
+        &data,
+        Some(ctx),
+    )?
+    .subject(session.user_id.clone())
+    .client(req.client_id.clone())
+    .session(session.id.clone());
+    let secret = secret_json(&CodeSecret {
+        code_sha256: grant::hex_sha256(&code),
+        code_challenge: req.code_challenge.clone(),
+        nonce: req.nonce.clone(),
+        auth_time_ms: session.auth_time.unix_millis(),
+    })?;
+    commit(
+        state,
+        &stream,
+        Expected::NoStream,
+        vec![Draft {
+            envelope: env,
+            secret: Some(secret),
+        }],
+    )
+    .await
+    .map_err(internal)?;
+    Ok(code)
+}
+
+// ---- keys ----------------------------------------------------------------------------
+
+/// Makes sure an active signing key exists for `alg`: `key.generated` and
+/// `key.activated` on `keys`, the first with NoStream so one node wins.
+pub async fn ensure_signing_key(state: &AppState, alg: &str) -> Result<(), ApiError> {
+    for _ in 0..4 {
+        let revision = {
+            let views = state.views.read().await;
+            if views.keys.active(alg).is_some() {
+                return Ok(());
+            }
+            views.keys.revision
+        };
+        let kid = new_id();
+        let alg_owned = alg.to_string();
+        let kid_owned = kid.clone();
+        let key = tokio::task::spawn_blocking(move || crypto::generate_key(&alg_owned, &kid_owned))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let generated = data::KeyGenerated {
+            kid: kid.clone(),
+            alg: alg.to_string(),
+            public_jwk: key.public_jwk,
+        };
+        let activated = data::KeyActivated { kid: kid.clone() };
+        let drafts = vec![
+            Draft {
+                envelope: draft("keys", Actor::system("keys"), &generated, None)?,
+                secret: Some(key.private_der),
+            },
+            Draft {
+                envelope: draft("keys", Actor::system("keys"), &activated, None)?,
+                secret: None,
+            },
+        ];
+        match commit(state, "keys", Expected::after(revision), drafts).await {
+            Ok(_) => {
+                tracing::info!(kid = %kid, alg, "signing key generated and activated");
+                return Ok(());
+            }
+            Err(StoreError::Conflict { .. }) => {
+                if let Ok(Some(h)) = state.store.head().await {
+                    wait_views(state, h.position).await;
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Internal("could not create a signing key".into()))
+}
+
+/// Signs `claims` with the active key for `alg` (on the blocking pool).
+pub async fn sign<T: Serialize + Send + 'static>(
+    state: &AppState,
+    alg: &str,
+    typ: &str,
+    claims: T,
+) -> Result<String, ApiError> {
+    let (kid, sealed) = {
+        let views = state.views.read().await;
+        let key = views
+            .keys
+            .active(alg)
+            .ok_or_else(|| ApiError::Internal(format!("no active {alg} key")))?;
+        (key.kid.clone(), key.private_key.clone())
+    };
+    let cached = state
+        .oidc
+        .signing
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&kid).cloned());
+    let key = match cached {
+        Some(k) => k,
+        None => {
+            let der = state
+                .kek
+                .open(sealed.as_deref().unwrap_or_default())
+                .map_err(internal)?;
+            let k = crypto::encoding_key(alg, &der).map_err(internal)?;
+            if let Ok(mut m) = state.oidc.signing.lock() {
+                m.insert(kid.clone(), k.clone());
+            }
+            k
+        }
+    };
+    let mut header = jsonwebtoken::Header::new(crypto::jwt_algorithm(alg).map_err(internal)?);
+    header.kid = Some(kid);
+    header.typ = Some(typ.to_string());
+    tokio::task::spawn_blocking(move || jsonwebtoken::encode(&header, &claims, &key))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
+/// Verifies a JWT signed by one of our published keys; `validate_exp` false
+/// accepts expired tokens (logout hints).
+pub async fn verify<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    token: &str,
+    typ: Option<&str>,
+    audience: Option<&str>,
+    validate_exp: bool,
+) -> Option<T> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if let Some(t) = typ
+        && header.typ.as_deref().map(str::to_ascii_lowercase) != Some(t.to_ascii_lowercase())
+    {
+        return None;
+    }
+    let kid = header.kid?;
+    let (alg, jwk) = {
+        let views = state.views.read().await;
+        let k = views.keys.get(&kid)?;
+        (k.alg.clone(), k.public_jwk.clone())
+    };
+    let algorithm = crypto::jwt_algorithm(&alg).ok()?;
+    if header.alg != algorithm {
+        return None;
+    }
+    let key = crypto::decoding_key(&jwk).ok()?;
+    let mut v = jsonwebtoken::Validation::new(algorithm);
+    v.set_issuer(&[state.config.issuer.as_str()]);
+    v.leeway = state.config.tokens.leeway_s as u64;
+    v.validate_exp = validate_exp;
+    v.required_spec_claims.clear();
+    match audience {
+        Some(a) => v.set_audience(&[a]),
+        None => v.validate_aud = false,
+    }
+    jsonwebtoken::decode::<T>(token, &key, &v)
+        .ok()
+        .map(|d| d.claims)
+}
+
+// ---- the token endpoint ----------------------------------------------------------------
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub struct TokenError {
+    pub status: u16,
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl TokenError {
+    pub fn new(error: &'static str, description: impl Into<String>) -> TokenError {
+        TokenError {
+            status: 400,
+            error,
+            description: description.into(),
+        }
+    }
+}
+
+impl From<ApiError> for TokenError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Unavailable(d) => TokenError {
+                status: 503,
+                error: "temporarily_unavailable",
+                description: d,
+            },
+            other => {
+                tracing::error!(error = %other, "token endpoint");
+                TokenError {
+                    status: 500,
+                    error: "server_error",
+                    description: "the server could not complete the request".into(),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+async fn read_grant(state: &AppState, grant_id: &str) -> Result<Vec<GrantEvent>, ApiError> {
+    let records = read_whole_stream(state.store.as_ref(), &format!("grant-{grant_id}"))
+        .await
+        .map_err(internal)?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let envelope = r.envelope().map_err(internal)?;
+        let opened = match &r.sidecar {
+            Some(s) => Some(state.kek.open(s).map_err(internal)?),
+            None => None,
+        };
+        let (code, refresh) = match (envelope.event_type, opened) {
+            (authlog_schemas::EventType::AuthorizationCodeIssued, Some(o)) => {
+                (serde_json::from_slice::<CodeSecret>(&o).ok(), None)
+            }
+            (authlog_schemas::EventType::TokenGranted, Some(o)) => {
+                (None, serde_json::from_slice::<RefreshSecret>(&o).ok())
+            }
+            _ => (None, None),
+        };
+        out.push(GrantEvent {
+            envelope,
+            revision: r.revision,
+            code,
+            refresh,
+        });
+    }
+    Ok(out)
+}
+
+/// Exchanges a code or a refresh token. `client` is authenticated already.
+pub async fn exchange(
+    state: &AppState,
+    ctx: &Ctx,
+    client: &Client,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<TokenResponse, TokenError> {
+    let grant_type = form.get("grant_type").map(String::as_str);
+    let (grant_id, refresh_presented) = match grant_type {
+        Some("authorization_code") => {
+            let code = form
+                .get("code")
+                .ok_or_else(|| TokenError::new("invalid_request", "code is missing"))?;
+            (
+                tokens::parse_code(code)
+                    .ok_or_else(|| TokenError::new("invalid_grant", "the code is invalid"))?
+                    .to_string(),
+                None,
+            )
+        }
+        Some("refresh_token") => {
+            let token = form
+                .get("refresh_token")
+                .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is missing"))?;
+            let (g, id) = tokens::parse_refresh(token)
+                .ok_or_else(|| TokenError::new("invalid_grant", "the refresh token is invalid"))?;
+            (g.to_string(), Some((id.to_string(), token.clone())))
+        }
+        Some(other) => {
+            return Err(TokenError::new(
+                "unsupported_grant_type",
+                format!("grant_type {other} is not supported here"),
+            ));
+        }
+        None => return Err(TokenError::new("invalid_request", "grant_type is missing")),
+    };
+    if !client
+        .metadata
+        .grant_types
+        .iter()
+        .any(|g| Some(g.as_str()) == grant_type)
+    {
+        return Err(TokenError::new(
+            "unauthorized_client",
+            "this client may not use this grant type",
+        ));
+    }
+    let requested_scopes: Option<Vec<String>> = form.get("scope").map(|s| {
+        s.split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
+    let stream = format!("grant-{grant_id}");
+    for _ in 0..4 {
+        let events = read_grant(state, &grant_id).await?;
+        if events.is_empty() {
+            return Err(TokenError::new("invalid_grant", "unknown or expired grant"));
+        }
+        let st = GrantState::fold(&events)
+            .map_err(|_| TokenError::new("invalid_grant", "unknown grant"))?;
+        let t = now();
+        let cfg = &state.config.tokens;
+        let may_refresh = client
+            .metadata
+            .grant_types
+            .iter()
+            .any(|g| g == "refresh_token");
+        let issue = grant::Issue {
+            access_token_id: new_id(),
+            access_expires_at: t.plus_seconds(cfg.access_ttl_s),
+            refresh: may_refresh.then(|| (new_id(), t.plus_seconds(cfg.refresh_ttl_s))),
+            id_token: st.scopes.iter().any(|s| s == "openid"),
+        };
+        let decision = match &refresh_presented {
+            None => grant::redeem_code(
+                &st,
+                form.get("code").map(String::as_str).unwrap_or_default(),
+                &client.client_id,
+                form.get("redirect_uri").map(String::as_str),
+                form.get("code_verifier").map(String::as_str),
+                t,
+                issue,
+            ),
+            Some((id, token)) => {
+                let live = state
+                    .views
+                    .read()
+                    .await
+                    .sessions
+                    .get(&st.issued.session_id, t)
+                    .is_some();
+                grant::refresh(
+                    &st,
+                    id,
+                    token,
+                    &client.client_id,
+                    requested_scopes.as_deref(),
+                    live,
+                    t,
+                    issue,
+                )
+            }
+        };
+        let decision = decision.map_err(|e| match e {
+            GrantError::InvalidGrant(d) => TokenError::new("invalid_grant", d),
+            GrantError::NotAGrant => TokenError::new("invalid_grant", "unknown grant"),
+        })?;
+        let actor = Actor {
+            kind: ActorKind::Client,
+            id: client.client_id.clone(),
+        };
+        let user = st.issued.user_id.clone();
+        match decision {
+            Decision::Replay(d) => {
+                let env = draft(&stream, actor, &d, Some(ctx))?
+                    .client(client.client_id.clone())
+                    .subject(user)
+                    .failure("code_replayed");
+                match commit(
+                    state,
+                    &stream,
+                    Expected::Revision(st.last_revision),
+                    vec![Draft {
+                        envelope: env,
+                        secret: None,
+                    }],
+                )
+                .await
+                {
+                    Ok(_) => {
+                        return Err(TokenError::new(
+                            "invalid_grant",
+                            "the code was already used; every token from it is revoked",
+                        ));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
+                }
+            }
+            Decision::Reuse(d) => {
+                let env = draft(&stream, actor, &d, Some(ctx))?
+                    .client(client.client_id.clone())
+                    .subject(user)
+                    .failure("refresh_token_reused");
+                match commit(
+                    state,
+                    &stream,
+                    Expected::Revision(st.last_revision),
+                    vec![Draft {
+                        envelope: env,
+                        secret: None,
+                    }],
+                )
+                .await
+                {
+                    Ok(_) => {
+                        return Err(TokenError::new(
+                            "invalid_grant",
+                            "the refresh token was already used; the grant is revoked",
+                        ));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
+                }
+            }
+            Decision::Grant(d) => {
+                let refresh_token = match &d.refresh_token_id {
+                    Some(id) => Some(format!(
+                        "{grant_id}.{id}.{}",
+                        crypto::secret_token().map_err(|e| TokenError::from(internal(e)))?
+                    )),
+                    None => None,
+                };
+                let secret = match &refresh_token {
+                    Some(rt) => Some(secret_json(&RefreshSecret {
+                        refresh_sha256: grant::hex_sha256(rt),
+                    })?),
+                    None => None,
+                };
+                let env = draft(&stream, actor, &d, Some(ctx))?
+                    .client(client.client_id.clone())
+                    .subject(user.clone())
+                    .session(st.issued.session_id.clone());
+                match commit(
+                    state,
+                    &stream,
+                    Expected::Revision(st.last_revision),
+                    vec![Draft {
+                        envelope: env,
+                        secret,
+                    }],
+                )
+                .await
+                {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
+                }
+                return tokens_for(state, client, &st, &d, refresh_token)
+                    .await
+                    .map_err(TokenError::from);
+            }
+        }
+    }
+    Err(ApiError::Unavailable("the grant is busy; try again".into()).into())
+}
+
+async fn tokens_for(
+    state: &AppState,
+    client: &Client,
+    st: &GrantState,
+    d: &data::TokenGranted,
+    refresh_token: Option<String>,
+) -> Result<TokenResponse, ApiError> {
+    let cfg = &state.config.tokens;
+    let iat = now().unix_seconds();
+    let auth_time = st.code.auth_time_ms.div_euclid(1000);
+    let scope = d.scopes.join(" ");
+    let access = AccessClaims {
+        iss: state.config.issuer.clone(),
+        sub: st.issued.user_id.clone(),
+        aud: cfg.audience.clone(),
+        exp: d.access_token_expires_at.unix_seconds(),
+        iat,
+        jti: d.access_token_id.clone(),
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time: Some(auth_time),
+        gid: Some(st.grant_id.clone()),
+        sid: Some(st.issued.session_id.clone()),
+    };
+    let default_alg = state.config.keys.algorithm.clone();
+    let access_token = sign(state, &default_alg, "at+jwt", access).await?;
+    let id_token = if d.id_token {
+        let alg = client.metadata.id_token_signed_response_alg.clone();
+        ensure_signing_key(state, &alg).await?;
+        let session = state
+            .views
+            .read()
+            .await
+            .sessions
+            .get(&st.issued.session_id, now())
+            .cloned();
+        let claims = IdClaims {
+            iss: state.config.issuer.clone(),
+            sub: st.issued.user_id.clone(),
+            aud: client.client_id.clone(),
+            exp: iat + cfg.id_token_ttl_s,
+            iat,
+            auth_time,
+            // Core §12.2: a refreshed ID token carries no nonce.
+            nonce: if d.consumed_code_id.is_some() {
+                st.code.nonce.clone()
+            } else {
+                None
+            },
+            at_hash: Some(crypto::half_hash(&alg, &access_token)),
+            sid: Some(st.issued.session_id.clone()),
+            amr: session.map(|s| s.amr).unwrap_or_else(|| vec!["pwd".into()]),
+        };
+        Some(sign(state, &alg, "JWT", claims).await?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: cfg.access_ttl_s,
+        scope,
+        id_token,
+        refresh_token,
+    })
+}
+
+// ---- clients ---------------------------------------------------------------------------
+
+#[derive(Serialize, serde::Deserialize)]
+pub struct ClientSecret {
+    pub secret_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
+}
+
+/// Authenticates a client at the token endpoint with its registered method.
+pub fn authenticate_client(
+    state: &AppState,
+    client: &Client,
+    method: &str,
+    secret: Option<&str>,
+) -> Result<(), &'static str> {
+    if client.metadata.token_endpoint_auth_method != method {
+        return Err("method_not_allowed");
+    }
+    if method == "none" {
+        return Ok(());
+    }
+    let Some(secret) = secret else {
+        return Err("invalid_secret");
+    };
+    let Some(sealed) = client.secret.as_ref() else {
+        return Err("invalid_secret");
+    };
+    let Ok(opened) = state.kek.open(sealed) else {
+        return Err("invalid_secret");
+    };
+    let Ok(stored) = serde_json::from_slice::<ClientSecret>(&opened) else {
+        return Err("invalid_secret");
+    };
+    if let Some(exp) = client.client_secret_expires_at
+        && exp != 0
+        && now().unix_seconds() >= exp
+    {
+        return Err("secret_expired");
+    }
+    let presented = grant::hex_sha256(secret);
+    let current = ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes());
+    let previous = stored
+        .previous_sha256
+        .as_ref()
+        .is_some_and(|p| ct_eq(presented.as_bytes(), p.as_bytes()))
+        && client
+            .previous_secret_valid_until
+            .is_some_and(|until| now() < until);
+    if current || previous {
+        Ok(())
+    } else {
+        Err("invalid_secret")
+    }
+}
+
+pub fn random_client_secret() -> Result<String, ApiError> {
+    Ok(b64url(&crypto::random_bytes::<32>().map_err(internal)?))
+}
+
+// ---- logout ----------------------------------------------------------------------------
+
+/// Ends a session: `session.ended`, then the session's grants that were not
+/// issued for offline access are revoked.
+pub async fn end_session(
+    state: &AppState,
+    ctx: &Ctx,
+    session: &Session,
+    actor: Actor,
+) -> Result<(), ApiError> {
+    let stream = format!("session-{}", session.id);
+    let d = data::SessionEnded {
+        session_id: session.id.clone(),
+        user_id: session.user_id.clone(),
+        cause: data::SessionEndCause::Logout,
+    };
+    let env = draft(&stream, actor.clone(), &d, Some(ctx))?
+        .subject(session.user_id.clone())
+        .session(session.id.clone());
+    match commit(
+        state,
+        &stream,
+        Expected::Revision(session.revision),
+        vec![Draft {
+            envelope: env,
+            secret: None,
+        }],
+    )
+    .await
+    {
+        Ok(_) | Err(StoreError::Conflict { .. }) => {}
+        Err(e) => return Err(internal(e)),
+    }
+    let grants: Vec<(String, String, u64)> = {
+        let views = state.views.read().await;
+        views
+            .grants
+            .of_session(&session.id)
+            .filter(|g| !g.revoked && !g.scopes.iter().any(|s| s == "offline_access"))
+            .map(|g| (g.grant_id.clone(), g.client_id.clone(), g.revision))
+            .collect()
+    };
+    for (gid, client_id, revision) in grants {
+        let stream = format!("grant-{gid}");
+        let d = data::TokenRevoked {
+            grant_id: gid.clone(),
+            client_id: client_id.clone(),
+            token_ids: vec![],
+            grant: true,
+            cause: data::RevocationCause::Logout,
+        };
+        let env = draft(&stream, actor.clone(), &d, Some(ctx))?
+            .subject(session.user_id.clone())
+            .client(client_id)
+            .session(session.id.clone());
+        // The revision comes from the view; if the grant moved on, the conflict
+        // tells its actual revision and the revocation follows that.
+        let mut expected = Expected::Revision(revision);
+        for _ in 0..4 {
+            match commit(
+                state,
+                &stream,
+                expected,
+                vec![Draft {
+                    envelope: env.clone(),
+                    secret: None,
+                }],
+            )
+            .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    }
+    Ok(())
+}
