@@ -217,18 +217,35 @@ impl Application {
         config: Config,
         wrap: impl FnOnce(DynStore) -> DynStore,
     ) -> Result<Application, StartError> {
+        Application::build_on(config, None, wrap).await
+    }
+
+    /// As [`Application::build_with`], serving on an already bound `listener`
+    /// (tests bind port 0 first so the issuer can name the port).
+    pub async fn build_on(
+        config: Config,
+        listener: Option<std::net::TcpListener>,
+        wrap: impl FnOnce(DynStore) -> DynStore,
+    ) -> Result<Application, StartError> {
         create_data_dir(&config.data_dir)?;
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
         let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create)?);
         let kek = load_kek(&config)?;
         let admin_tokens = admin_tokens(&config)?;
         // Bind before starting anything that would outlive a failed start.
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|error| StartError::Bind {
-                addr: config.listen,
-                error,
-            })?;
+        let bind_error = |error| StartError::Bind {
+            addr: config.listen,
+            error,
+        };
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(bind_error)?;
+                tokio::net::TcpListener::from_std(l).map_err(bind_error)?
+            }
+            None => tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(bind_error)?,
+        };
         let port = listener
             .local_addr()
             .map_err(|e| StartError::Setup(e.to_string()))?

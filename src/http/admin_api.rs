@@ -480,8 +480,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(with_state(state.clone()))
         .and(admin_auth(state.clone()))
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::content_length_limit(limit))
-        .and(warp::body::bytes())
+        .and(super::bounded_body(limit))
         .and_then(
             |id: String,
              action: String,

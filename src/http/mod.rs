@@ -67,6 +67,39 @@ pub fn admin_auth(
     })
 }
 
+/// The request body, at most `limit` bytes, with or without a Content-Length
+/// (chunked bodies are counted as they arrive).
+pub fn bounded_body(
+    limit: u64,
+) -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::stream().and_then(move |body| collect_body(body, limit))
+}
+
+async fn collect_body<S, B>(body: S, limit: u64) -> Result<bytes::Bytes, warp::Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut body = Box::pin(body);
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            warp::reject::custom(ApiError::InvalidRequest(format!("reading the body: {e}")))
+        })?;
+        if (out.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(ApiError::PayloadTooLarge(limit)));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            out.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
 /// Refuses, before routing, any request whose declared body exceeds the limit.
 /// Routes that read a body add `content_length_limit` as well.
 fn body_limit(limit: u64) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {

@@ -86,9 +86,8 @@ fn cookie(
 /// A form body (`application/x-www-form-urlencoded`, at most 16 KiB) as sent,
 /// repeated names included.
 fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(FORM_LIMIT)
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
+    warp::header::optional::<String>("content-type")
+        .and(super::bounded_body(FORM_LIMIT))
         .and_then(|ct: Option<String>, body: Bytes| async move {
             let ok = ct.as_deref().is_some_and(|c| {
                 c.to_ascii_lowercase()
@@ -1157,7 +1156,7 @@ fn register_route(
                 if on {
                     Ok(())
                 } else {
-                    Err(warp::reject::not_found())
+                    Err(warp::reject::custom(super::ApiError::NotFound))
                 }
             }
         })

@@ -1,6 +1,7 @@
 //! Shared test support: sample events, schema validation, test stores and servers.
 
 pub mod fixtures;
+pub mod oidc;
 pub mod validating;
 
 use std::net::SocketAddr;
@@ -73,8 +74,19 @@ impl TestApp {
 
 /// Starts the real server on port 0 over `data_dir`, its store schema-validated.
 pub async fn spawn_app_in(data_dir: &std::path::Path) -> TestApp {
-    let config = test_config(data_dir, &[]);
-    let app = Application::build_with(config, |s| Arc::new(Validating::new(s)))
+    spawn_app_with(data_dir, &[]).await
+}
+
+/// As [`spawn_app_in`], with extra `AUTHLOG_*` settings. The issuer names the
+/// port the server was given.
+pub async fn spawn_app_with(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> TestApp {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let issuer = format!("http://127.0.0.1:{port}/oidc");
+    let mut settings = vec![("AUTHLOG_ISSUER", issuer.as_str())];
+    settings.extend_from_slice(extra);
+    let config = test_config(data_dir, &settings);
+    let app = Application::build_on(config, Some(listener), |s| Arc::new(Validating::new(s)))
         .await
         .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], app.port()).into();

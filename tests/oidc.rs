@@ -1,0 +1,1029 @@
+//! The OpenID Connect flows over real HTTP with a cookie jar, and a negative test
+//! for each rule.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::oidc::{
+    PASSWORD, POST_LOGOUT, REDIRECT, Rp, browser, field, location, pkce, query, setup,
+};
+use crate::support::{TestApp, spawn_app_in, spawn_app_with};
+
+async fn app_and_rp(extra: serde_json::Value) -> (tempfile::TempDir, TestApp, Rp) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let rp = setup(&app.url(""), &app.admin_token, extra).await;
+    (dir, app, rp)
+}
+
+/// Starts the `authlog` binary on a free port; returns it with its base URL.
+async fn spawn_binary(
+    data: &std::path::Path,
+    log: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .arg("serve")
+        .env("AUTHLOG_DATA_DIR", data)
+        .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHLOG_ISSUER", format!("{base}/oidc"))
+        .env("AUTHLOG_LOG_LEVEL", "debug")
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status() == StatusCode::OK
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out)
+        } else {
+            out.push(p)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_over_http_and_its_audit_trail() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("server.log");
+    let (mut server, base) = spawn_binary(data.path(), &log_file).await;
+    let admin_token = std::fs::read_to_string(data.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let rp = setup(&base, &admin_token, json!({})).await;
+    let mut seen_secrets = vec![
+        PASSWORD.to_string(),
+        rp.client_secret.clone().unwrap(),
+        admin_token.clone(),
+    ];
+
+    // Discovery advertises what the flow uses.
+    let d: serde_json::Value =
+        reqwest::get(format!("{base}/oidc/.well-known/openid-configuration"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(d["issuer"], format!("{base}/oidc"));
+    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    for e in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+    ] {
+        assert!(
+            d[e].as_str().unwrap().starts_with(&format!("{base}/oidc/")),
+            "{e}"
+        );
+    }
+
+    // authorize → login form → consent → code.
+    let b = browser();
+    let (verifier, challenge) = pkce();
+    let url = rp.auth_url(&challenge, "openid profile email", &[]);
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let login_url = location(&r);
+    assert!(login_url.starts_with("/oidc/login?tx="), "{login_url}");
+    let r = b.get(format!("{base}{login_url}")).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("'nonce-"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("name=\"username\"") && page.contains("name=\"password\""));
+    let r = b
+        .post(format!("{base}/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("authlog_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    seen_secrets.push(
+        cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split('=')
+            .nth(1)
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string(),
+    );
+    let consent_url = location(&r);
+    assert!(consent_url.starts_with("/oidc/consent?tx="));
+    let page = b
+        .get(format!("{base}{consent_url}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Example App") && page.contains("<code>email</code>"),
+        "{page}"
+    );
+    let r = b
+        .post(format!("{base}/oidc/consent"))
+        .form(&[
+            ("decision", "allow"),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let back = location(&r);
+    assert!(back.starts_with(REDIRECT));
+    let q = query(&back);
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], format!("{base}/oidc"));
+    let code = q["code"].clone();
+    seen_secrets.push(code.split('.').nth(1).unwrap().to_string());
+
+    // code → tokens.
+    let r = rp.redeem(&code, &verifier).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["pragma"], "no-cache");
+    let t: serde_json::Value = r.json().await.unwrap();
+    let (access, id_token, refresh) = (
+        t["access_token"].as_str().unwrap(),
+        t["id_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    seen_secrets.extend([
+        access.to_string(),
+        id_token.to_string(),
+        refresh.split('.').nth(2).unwrap().to_string(),
+    ]);
+    assert_eq!(t["token_type"], "Bearer");
+
+    // The ID token's signature checks against the JWKS; its claims are right.
+    let claims = rp.verify_jwt(id_token, &rp.client_id, "JWT").await;
+    assert_eq!(claims["sub"], rp.user_id);
+    assert_eq!(claims["nonce"], "n-456");
+    assert!(claims["sid"].is_string() && claims["auth_time"].is_i64());
+    let at_hash = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&sha2::Sha256::digest(access.as_bytes())[..16])
+    };
+    assert_eq!(claims["at_hash"], at_hash);
+    // The access token is an RFC 9068 JWT for the resource audience, never the client.
+    let at = rp.verify_jwt(access, "authlog-resources", "at+jwt").await;
+    assert_eq!(at["client_id"], rp.client_id);
+    assert_eq!(at["scope"], "openid profile email");
+
+    // userinfo.
+    let http = reqwest::Client::new();
+    let ui: serde_json::Value = http
+        .get(format!("{base}/oidc/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ui["sub"], rp.user_id);
+    assert_eq!(ui["preferred_username"], rp.username);
+    assert_eq!(ui["email"], "alice@example.com");
+    // An ID token is not an access token.
+    let r = http
+        .get(format!("{base}/oidc/userinfo"))
+        .bearer_auth(id_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // refresh: rotated, no nonce, same auth_time and sub.
+    let r = rp
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let t2: serde_json::Value = r.json().await.unwrap();
+    let refresh2 = t2["refresh_token"].as_str().unwrap().to_string();
+    seen_secrets.push(refresh2.split('.').nth(2).unwrap().to_string());
+    assert_ne!(refresh2, refresh);
+    let c2 = rp
+        .verify_jwt(t2["id_token"].as_str().unwrap(), &rp.client_id, "JWT")
+        .await;
+    assert_eq!(c2["sub"], claims["sub"]);
+    assert_eq!(c2["auth_time"], claims["auth_time"]);
+    assert!(c2.get("nonce").is_none());
+
+    // Reuse of the rotated-out token: invalid_grant, and the family is revoked.
+    let r = rp
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let r = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh2),
+        ])
+        .await;
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let r = http
+        .get(format!("{base}/oidc/userinfo"))
+        .bearer_auth(t2["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "tokens of a revoked family stop working");
+
+    // logout with a valid hint: straight back to the registered URI with state.
+    let logout = format!(
+        "{base}/oidc/oauth2/sessions/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye-1",
+        form_urlencoded::byte_serialize(POST_LOGOUT.as_bytes()).collect::<String>()
+    );
+    let r = b.get(&logout).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), format!("{POST_LOGOUT}?state=bye-1"));
+    // The session is gone: prompt=none now needs a login.
+    let (_, ch) = pkce();
+    let r = b
+        .get(rp.auth_url(&ch, "openid", &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query(&location(&r))["error"], "login_required");
+
+    // Stop the server; read the audit trail back from the log.
+    let pid = server.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(server.wait().await.unwrap().success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args(["events", "tail"])
+        .env("AUTHLOG_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let tail = String::from_utf8(out.stdout).unwrap();
+    let types: Vec<String> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["subject"] == rp.user_id || e["client_id"] == rp.client_id)
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    let expected = [
+        "user.registered",
+        "client.registered",
+        "login.succeeded",
+        "consent.granted",
+        "authorization_code.issued",
+        "token.granted",
+        "token.granted",
+        "refresh_token.reuse_detected",
+        "session.ended",
+    ];
+    let mut it = types.iter();
+    for want in expected {
+        assert!(
+            it.any(|t| t == want),
+            "the trail lacks {want} in order: {types:?}"
+        );
+    }
+    for line in tail.lines() {
+        crate::support::validating::SchemaSet::get()
+            .validate(&serde_json::from_str(line).unwrap())
+            .unwrap();
+    }
+
+    // Not one secret in the data directory, the server's log or the event stream.
+    let mut files = Vec::new();
+    files_under(data.path(), &mut files);
+    let mut haystacks: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .filter(|p| !p.ends_with("admin-token") && !p.ends_with("kek"))
+        .map(|p| (p.display().to_string(), std::fs::read(p).unwrap()))
+        .collect();
+    haystacks.push(("server log".into(), std::fs::read(&log_file).unwrap()));
+    haystacks.push(("events tail".into(), tail.into_bytes()));
+    assert!(
+        haystacks
+            .iter()
+            .any(|(n, b)| n.ends_with("events.redb") && !b.is_empty())
+    );
+    for secret in &seen_secrets {
+        assert!(secret.len() >= 8);
+        for (name, bytes) in &haystacks {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a secret ({}…) is in {name}",
+                &secret[..4]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_errors_go_back_only_to_trusted_redirects() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let b = browser();
+    let (_, ch) = pkce();
+    // Untrusted targets: error pages, never redirects.
+    let bad_client = rp
+        .auth_url(&ch, "openid", &[])
+        .replace(&rp.client_id, "nope");
+    let r = b.get(&bad_client).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    let bad_redirect = rp
+        .auth_url(&ch, "openid", &[])
+        .replace("app.example%2Fcb", "evil.example%2Fcb");
+    let r = b.get(&bad_redirect).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+
+    // Trusted targets: back to the client with error, state and iss.
+    let cases: Vec<(String, &str)> = vec![
+        (
+            rp.auth_url(&ch, "openid", &[])
+                .replace("&code_challenge_method=S256", ""),
+            "invalid_request",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[])
+                .replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[])
+                .replace(&format!("&code_challenge={ch}"), ""),
+            "invalid_request",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("state", "again")]),
+            "invalid_request",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("request", "eyJ")]),
+            "request_not_supported",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("request_uri", "https://x")]),
+            "request_uri_not_supported",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("registration", "{}")]),
+            "registration_not_supported",
+        ),
+        (rp.auth_url(&ch, "openid admin", &[]), "invalid_scope"),
+        (
+            rp.auth_url(&ch, "openid", &[])
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("prompt", "none login")]),
+            "invalid_request",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("prompt", "none")]),
+            "login_required",
+        ),
+        (
+            rp.auth_url(&ch, "openid", &[("max_age", "-1")]),
+            "invalid_request",
+        ),
+    ];
+    for (url, want) in cases {
+        let r = b.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{url}");
+        let back = location(&r);
+        assert!(back.starts_with(REDIRECT), "{back}");
+        let q = query(&back);
+        assert_eq!(q["error"], want, "{url}");
+        assert_eq!(q["iss"], app.url("/oidc"));
+        assert!(q.contains_key("state"));
+    }
+    // Each rejection attributable to the client is in the log.
+    let events = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    let rejected = events
+        .iter()
+        .filter(|r| {
+            r.envelope().unwrap().event_type == authlog_schemas::EventType::AuthorizationRejected
+        })
+        .count();
+    assert!(rejected >= 12, "{rejected} authorization.rejected events");
+    // The unknown client left no event.
+    assert!(
+        events
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("\"nope\""))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_post_loopback_ports_and_sso() {
+    let (_d, app, rp) = app_and_rp(
+        json!({"redirect_uris": [REDIRECT, "http://127.0.0.1/native"], "skip_consent": true}),
+    )
+    .await;
+    let b = browser();
+    let (verifier, ch) = pkce();
+    // response_mode=form_post: an auto-submitting form to the client.
+    let r = b
+        .get(rp.auth_url(&ch, "openid", &[("response_mode", "form_post")]))
+        .send()
+        .await
+        .unwrap();
+    let login = location(&r);
+    let page = b
+        .get(app.url(&login))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "skip_consent: straight to the client");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&format!("action=\"{REDIRECT}\"")) && csp.contains(REDIRECT));
+    let code = field(&html, "code");
+    assert_eq!(field(&html, "state"), "st-123");
+    assert_eq!(field(&html, "iss"), app.url("/oidc"));
+    assert_eq!(rp.redeem(&code, &verifier).await.status(), 200);
+
+    // SSO: a live session skips the form; auth_time stays the real sign-in time.
+    let native = rp.auth_url(&ch, "openid", &[]).replace(
+        "https%3A%2F%2Fapp.example%2Fcb",
+        "http%3A%2F%2F127.0.0.1%3A49152%2Fnative",
+    );
+    let r = b.get(&native).send().await.unwrap();
+    let back = location(&r);
+    assert!(
+        back.starts_with("http://127.0.0.1:49152/native?code="),
+        "loopback redirect on any port: {back}"
+    );
+    // prompt=login forces the form again; max_age=0 too.
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let r = b
+            .get(rp.auth_url(&ch, "openid", &[extra]))
+            .send()
+            .await
+            .unwrap();
+        assert!(location(&r).starts_with("/oidc/login"), "{extra:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_refuses_every_mismatch() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let b = browser();
+    let (verifier, ch) = pkce();
+    let back = rp
+        .sign_in(
+            &b,
+            &rp.auth_url(&ch, "openid offline_access", &[]),
+            PASSWORD,
+        )
+        .await;
+    let code = query(&back)["code"].clone();
+
+    let err = |r: reqwest::Response| async move {
+        let status = r.status();
+        let www = r
+            .headers()
+            .get("www-authenticate")
+            .map(|h| h.to_str().unwrap().to_string());
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body["error"].as_str().unwrap().to_string(), www)
+    };
+    // Wrong client secret: 401 invalid_client with a Basic challenge, and an event.
+    let wrong = Rp {
+        client_secret: Some("wrong".into()),
+        ..rp_clone(&rp)
+    };
+    let (s, e, www) = err(wrong.redeem(&code, &verifier).await).await;
+    assert_eq!(
+        (s, e.as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+    assert!(www.unwrap().starts_with("Basic"));
+    // The wrong method for the client (post instead of basic).
+    let r = reqwest::Client::new()
+        .post(app.url("/oidc/oauth2/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &rp.client_id),
+            ("client_secret", rp.client_secret.as_deref().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1, "invalid_client");
+    // Bad verifier, bad redirect_uri, repeated parameter, unknown grant type.
+    assert_eq!(
+        err(rp.redeem(&code, &"x".repeat(43)).await).await.1,
+        "invalid_grant"
+    );
+    assert_eq!(
+        err(rp
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://app.example/other"),
+                ("code_verifier", &verifier)
+            ])
+            .await)
+        .await
+        .1,
+        "invalid_grant"
+    );
+    assert_eq!(
+        err(rp
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code", &code)
+            ])
+            .await)
+        .await
+        .1,
+        "invalid_request"
+    );
+    assert_eq!(
+        err(rp.token(&[("grant_type", "password")]).await).await.1,
+        "unsupported_grant_type"
+    );
+
+    // The right redemption works once; the replay is invalid_grant and revokes.
+    let r = rp.redeem(&code, &verifier).await;
+    assert_eq!(r.status(), 200);
+    let t: serde_json::Value = r.json().await.unwrap();
+    let (s, e, _) = err(rp.redeem(&code, &verifier).await).await;
+    assert_eq!((s, e.as_str()), (StatusCode::BAD_REQUEST, "invalid_grant"));
+    let r = reqwest::Client::new()
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the replay revoked the first redemption's tokens"
+    );
+    let r = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(err(r).await.1, "invalid_grant");
+
+    let events = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    let types: Vec<String> = events
+        .iter()
+        .map(|r| r.envelope().unwrap().event_type.to_string())
+        .collect();
+    assert!(types.contains(&"client.authentication_failed".to_string()));
+    assert!(types.contains(&"authorization_code.replay_detected".to_string()));
+    app.stop().await;
+}
+
+fn rp_clone(rp: &Rp) -> Rp {
+    Rp {
+        base: rp.base.clone(),
+        admin_token: rp.admin_token.clone(),
+        client_id: rp.client_id.clone(),
+        client_secret: rp.client_secret.clone(),
+        username: rp.username.clone(),
+        user_id: rp.user_id.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_look_alike_and_lock_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_LOGIN_MAX_FAILURES", "3")]).await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let (_, ch) = pkce();
+    let try_login = |username: String, password: &'static str| {
+        let url = rp.auth_url(&ch, "openid", &[]);
+        let base = app.url("");
+        async move {
+            // A fresh browser (and tx) each time; the same IP, so throttling applies.
+            let b = browser();
+            let r = b.get(&url).send().await.unwrap();
+            let page = b
+                .get(format!("{base}{}", location(&r)))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let r = b
+                .post(format!("{base}/oidc/login"))
+                .form(&[
+                    ("username", username.as_str()),
+                    ("password", password),
+                    ("tx", &field(&page, "tx")),
+                    ("csrf", &field(&page, "csrf")),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    // A forged CSRF token is refused before anything is checked.
+    let b = browser();
+    let r = b.get(rp.auth_url(&ch, "openid", &[])).send().await.unwrap();
+    let page = b
+        .get(app.url(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", "forged"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let (s1, unknown) = try_login("nobody-here".into(), "whatever1").await;
+    assert_eq!(s1, StatusCode::UNAUTHORIZED);
+    for _ in 0..2 {
+        let (s, wrong) = try_login(rp.username.clone(), "wrong-password").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(
+            wrong.contains("Wrong username or password.")
+                && unknown.contains("Wrong username or password.")
+        );
+    }
+    // The per-IP delay now applies: wait it out rather than fight it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, _) = try_login(rp.username.clone(), "wrong-password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let r = reqwest::Client::new()
+        .get(app.url(&format!("/admin/users/{}", rp.user_id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["locked"],
+        true,
+        "3 failures lock the account"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Locked: the right password gets exactly the wrong-password answer.
+    let (s, locked) = try_login(rp.username.clone(), PASSWORD).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(locked.contains("Wrong username or password."));
+    // Too fast again: 429 with Retry-After, no event.
+    let before = app.store.head().await.unwrap().unwrap().seq;
+    let (s, _) = try_login(rp.username.clone(), PASSWORD).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.store.head().await.unwrap().unwrap().seq, before);
+
+    let events = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    let envs: Vec<_> = events.iter().map(|r| r.envelope().unwrap()).collect();
+    let unknown_event = envs
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("unknown_user"))
+        .unwrap();
+    assert!(unknown_event.data["username_hash"].as_str().unwrap().len() == 64);
+    assert!(
+        !events
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("nobody-here")),
+        "unknown usernames are only hashed"
+    );
+    assert!(
+        envs.iter()
+            .any(|e| e.event_type == authlog_schemas::EventType::UserLocked)
+    );
+    assert!(
+        envs.iter()
+            .any(|e| e.reason.as_deref() == Some("user_locked"))
+    );
+    // An admin unlocks.
+    let r = reqwest::Client::new()
+        .post(app.url(&format!("/admin/users/{}/unlock", rp.user_id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["locked"],
+        false
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_denied_logout_confirmation_and_userinfo_rules() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let b = browser();
+    let (_, ch) = pkce();
+    // Deny: access_denied back to the client.
+    let r = b
+        .get(rp.auth_url(&ch, "openid email", &[]))
+        .send()
+        .await
+        .unwrap();
+    let page = b
+        .get(app.url(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let page = b
+        .get(app.url(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(app.url("/oidc/consent"))
+        .form(&[
+            ("decision", "deny"),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query(&location(&r))["error"], "access_denied");
+    // prompt=none without consent: consent_required.
+    let r = b
+        .get(rp.auth_url(&ch, "openid email", &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query(&location(&r))["error"], "consent_required");
+
+    // Logout without a hint: the user confirms with a CSRF-protected form.
+    let r = b
+        .get(app.url("/oidc/oauth2/sessions/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let r = b
+        .post(app.url("/oidc/oauth2/sessions/logout"))
+        .form(&[("tx", field(&page, "tx").as_str()), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a forged confirmation does nothing");
+    let r = b
+        .post(app.url("/oidc/oauth2/sessions/logout"))
+        .form(&[
+            ("tx", field(&page, "tx").as_str()),
+            ("csrf", field(&page, "csrf").as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let events = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|r| r.envelope().unwrap().event_type == authlog_schemas::EventType::SessionEnded)
+    );
+    // An unregistered post_logout_redirect_uri is refused.
+    let r = b.get(app.url(&format!("/oidc/oauth2/sessions/logout?client_id={}&post_logout_redirect_uri=https%3A%2F%2Fevil.example", rp.client_id))).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // userinfo without a token, with garbage.
+    let http = reqwest::Client::new();
+    let r = http.get(app.url("/oidc/userinfo")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = http
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // CORS on the token endpoint and discovery, never on authorize or login.
+    let r = http
+        .request(reqwest::Method::OPTIONS, app.url("/oidc/oauth2/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        r.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let r = http
+        .get(app.url("/oidc/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = b.get(rp.auth_url(&ch, "openid", &[])).send().await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Oversized form bodies are refused.
+    let r = http
+        .post(app.url("/oidc/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=".to_string() + &"b".repeat(17 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_registration_is_off_unless_enabled() {
+    let (_d, app, _rp) = app_and_rp(json!({})).await;
+    assert_eq!(
+        reqwest::get(app.url("/oidc/register"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_REGISTRATION_ENABLED", "true")]).await;
+    let b = browser();
+    let page = b
+        .get(app.url("/oidc/register"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let action = page
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let r = b
+        .post(app.url(&action))
+        .form(&[
+            ("username", "Ｂｏｂ"),
+            ("email", "bob@example.com"),
+            ("password", "long enough pw"),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let events = app
+        .store
+        .read_all(authlog::store::ReadFrom::Start, 1000)
+        .await
+        .unwrap();
+    let reg = events
+        .iter()
+        .map(|r| r.envelope().unwrap())
+        .find(|e| e.event_type == authlog_schemas::EventType::UserRegistered)
+        .unwrap();
+    assert_eq!(
+        reg.data["username"], "Bob",
+        "fullwidth characters are width-mapped"
+    );
+    assert_eq!(reg.data["registered_via"], "self_registration");
+    assert_eq!(reg.stream, "username-bob");
+    app.stop().await;
+}
