@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod contract;
 mod crash;
+mod interop;
 mod oidc;
 mod schemas;
 mod server;

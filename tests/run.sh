@@ -2,9 +2,9 @@
 # authlog's whole test suite, from a fresh machine: installs and starts what the
 # tests need, then runs every test of the workspace.
 #
-# Today the suite needs only the Rust toolchain: the embedded store has no server.
-# Later parts (a Kafka-protocol broker, PostgreSQL, a headless browser, OIDC
-# client libraries) are installed and started here, so this stays one command.
+# What it installs: authlib (PyPI) in a virtualenv under target/, for the
+# interoperability test. Later parts (a Kafka-protocol broker, PostgreSQL, a
+# headless browser) are installed and started here too, so this stays one command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,16 @@ if ! command -v cargo >/dev/null; then
     echo "tests/run.sh: cargo is required (https://rustup.rs)" >&2
     exit 1
 fi
+
+# An independent OIDC relying-party library, reused between runs.
+venv=target/interop-venv
+if ! "$venv/bin/python" -c "import authlib, requests" 2>/dev/null; then
+    echo "tests/run.sh: installing authlib for the interoperability test"
+    mkdir -p target
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export AUTHLOG_TEST_PYTHON="$PWD/$venv/bin/python"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
