@@ -328,11 +328,30 @@ impl Application {
             // shutdown only waits for ordinary requests and their appends.
             shutdown_tx.send_replace(true);
         };
+        // Key rotation advances on a timer: a published key starts signing one
+        // JWKS cache lifetime after it appeared.
+        let scheduler = {
+            let state = state.clone();
+            let every = std::time::Duration::from_secs(
+                (state.config.keys.jwks_cache_s / 4).clamp(1, 30) as u64,
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = crate::oidc::service::advance_key_rotation(&state).await {
+                        tracing::warn!(error = %e, "key rotation");
+                    }
+                }
+            })
+        };
         warp::serve(http::routes(state.clone()))
             .incoming(listener)
             .graceful(shutdown)
             .run()
             .await;
+        scheduler.abort();
+        let _ = scheduler.await;
         // Stop the runner between events (never mid-snapshot), then write the
         // final snapshot.
         stop_runner.send_replace(true);

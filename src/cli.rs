@@ -39,6 +39,24 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Publish a new signing key now; it signs after one JWKS cache lifetime and
+    /// the key it replaces is retired after the longest token lifetime.
+    Rotate {
+        /// RS256, ES256 or EdDSA (default: the configured algorithm).
+        #[arg(long)]
+        alg: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// How to reach a running server when the store is locked by it.
@@ -129,6 +147,46 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Keys {
+            command: KeysCommand::Rotate { alg, remote },
+        } => {
+            let alg = alg.unwrap_or_else(|| config.keys.algorithm.clone());
+            match app::open_store(&config, None, app::OpenMode::Existing) {
+                Ok(store) => {
+                    eprintln!(
+                        "authlog: the server is stopped; publishing the key in the embedded store in {} directly",
+                        config.data_dir.display()
+                    );
+                    let kid = rotate_local(&config, store, &alg).await?;
+                    println!("{kid}");
+                    Ok(())
+                }
+                Err(StartError::DataDirInUse(_)) => {
+                    let (url, token) = remote_target(&config, &remote)?;
+                    eprintln!(
+                        "authlog: the store is locked by a running server; rotating through its admin API at {url}"
+                    );
+                    let response = reqwest::Client::new()
+                        .post(format!("{url}/admin/keys/rotate"))
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body(serde_json::json!({"alg": alg}).to_string())
+                        .send()
+                        .await
+                        .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if !status.is_success() {
+                        return Err(CliError::Other(format!(
+                            "{url}/admin/keys/rotate: {status}: {body}"
+                        )));
+                    }
+                    println!("{body}");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Store {
             command: StoreCommand::Check { remote },
         } => {
@@ -195,6 +253,41 @@ fn remote_target(config: &Config, remote: &Remote) -> Result<(String, String), C
         }
     };
     Ok((url, token))
+}
+
+/// `keys rotate` on a stopped server: the same `key.generated` the server
+/// appends, expected after the `keys` stream's last revision.
+async fn rotate_local(config: &Config, store: DynStore, alg: &str) -> Result<String, CliError> {
+    use authlog_schemas::{Actor, Envelope};
+    let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let kek = app::load_kek(config)?;
+    let last = crate::store::read_whole_stream(store.as_ref(), "keys")
+        .await
+        .map_err(|e| other(&e))?
+        .last()
+        .map(|r| r.revision);
+    let kid = uuid::Uuid::now_v7().to_string();
+    let key = crate::crypto::generate_key(alg, &kid).map_err(|e| other(&e))?;
+    let data = authlog_schemas::data::KeyGenerated {
+        kid: kid.clone(),
+        alg: alg.to_string(),
+        public_jwk: key.public_jwk,
+    };
+    let env = Envelope::new(
+        uuid::Uuid::now_v7().to_string(),
+        "keys".into(),
+        crate::oidc::service::now(),
+        Actor::system("cli"),
+        &data,
+    )
+    .map_err(|e| other(&e))?;
+    let sealed = kek.seal(&key.private_der).map_err(|e| other(&e))?;
+    let event = crate::store::NewEvent::new(env, Some(sealed)).map_err(|e| other(&e))?;
+    store
+        .append("keys", crate::store::Expected::after(last), vec![event])
+        .await
+        .map_err(|e| other(&e))?;
+    Ok(kid)
 }
 
 async fn tail_local(store: DynStore, from: Option<Position>, follow: bool) -> Result<(), CliError> {

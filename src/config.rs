@@ -218,6 +218,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("AUTHLOG_KEYS_ALGORITHM", "keys.algorithm", Kind::Str),
+    ("AUTHLOG_KEYS_JWKS_CACHE_S", "keys.jwks_cache_s", Kind::Int),
     (
         "AUTHLOG_LOGIN_MAX_FAILURES",
         "login.max_failures",

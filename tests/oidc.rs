@@ -1027,3 +1027,176 @@ async fn self_registration_is_off_unless_enabled() {
     assert_eq!(reg.stream, "username-bob");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_publish_first_then_sign_then_retire() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_KEYS_JWKS_CACHE_S", "1")]).await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let b = browser();
+    let (verifier, ch) = pkce();
+    let back = rp
+        .sign_in(&b, &rp.auth_url(&ch, "openid", &[]), PASSWORD)
+        .await;
+    let t: serde_json::Value = rp
+        .redeem(&query(&back)["code"], &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kid = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let old_kid = kid(t["id_token"].as_str().unwrap());
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(app.url("/admin/keys/rotate"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let new_kid = r.json::<serde_json::Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Published at once, signing nothing yet.
+    let jwks: serde_json::Value = http
+        .get(app.url("/oidc/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()));
+    let mut refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let r: serde_json::Value = rp
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    refresh = r["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        kid(r["id_token"].as_str().unwrap()),
+        old_kid,
+        "a new key does not sign before the JWKS cache lifetime"
+    );
+
+    // After one cache lifetime the scheduler activates it and retires the old one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let keys: serde_json::Value = http
+            .get(app.url("/admin/keys"))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = |k: &str| {
+            keys["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["kid"] == k)
+                .map(|x| x["status"]["status"].clone())
+        };
+        if status(&new_kid) == Some(json!("active")) {
+            assert_eq!(status(&old_kid), Some(json!("retired")));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation never completed: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r: serde_json::Value = rp
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kid(r["id_token"].as_str().unwrap()), new_kid);
+    // Tokens signed by the retired key still verify until they expire.
+    rp.verify_jwt(t["id_token"].as_str().unwrap(), &rp.client_id, "JWT")
+        .await;
+    app.stop().await;
+
+    // With the server stopped, the CLI publishes a key in the store directly.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args(["keys", "rotate", "--alg", "EdDSA"])
+        .env("AUTHLOG_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kid3 = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let app = spawn_app_in(dir.path()).await;
+    let keys: serde_json::Value = http
+        .get(app.url("/admin/keys"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid3.as_str() && k["alg"] == "EdDSA")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_may_ask_for_es256_or_eddsa_id_tokens() {
+    for alg in ["ES256", "EdDSA"] {
+        let (_d, app, rp) = app_and_rp(json!({"id_token_signed_response_alg": alg})).await;
+        let b = browser();
+        let (verifier, ch) = pkce();
+        let back = rp
+            .sign_in(&b, &rp.auth_url(&ch, "openid", &[]), PASSWORD)
+            .await;
+        let t: serde_json::Value = rp
+            .redeem(&query(&back)["code"], &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id_token = t["id_token"].as_str().unwrap();
+        assert_eq!(
+            format!("{:?}", jsonwebtoken::decode_header(id_token).unwrap().alg),
+            alg
+        );
+        let claims = rp.verify_jwt(id_token, &rp.client_id, "JWT").await;
+        // at_hash uses the algorithm's hash: SHA-512 for EdDSA.
+        let digest = if alg == "EdDSA" {
+            use sha2::Digest;
+            sha2::Sha512::digest(t["access_token"].as_str().unwrap().as_bytes()).to_vec()
+        } else {
+            use sha2::Digest;
+            sha2::Sha256::digest(t["access_token"].as_str().unwrap().as_bytes()).to_vec()
+        };
+        use base64::Engine;
+        assert_eq!(
+            claims["at_hash"],
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+        );
+        app.stop().await;
+    }
+}

@@ -462,7 +462,55 @@ async fn get_client(id: String, state: State) -> Result<Response, warp::Rejectio
     Ok(json_status(client_json(c), StatusCode::OK))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    #[serde(default)]
+    alg: Option<String>,
+}
+
+async fn rotate(
+    state: State,
+    token: String,
+    body: bytes::Bytes,
+) -> Result<Response, warp::Rejection> {
+    let req: Rotate = if body.is_empty() {
+        Rotate::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?
+    };
+    let alg = req
+        .alg
+        .unwrap_or_else(|| state.config.keys.algorithm.clone());
+    let kid = service::rotate_key(&state, &alg, admin(token)).await?;
+    Ok(json_status(
+        json!({"kid": kid, "alg": alg, "status": "published", "signs_after_s": state.config.keys.jwks_cache_s}),
+        StatusCode::ACCEPTED,
+    ))
+}
+
+async fn list_keys(state: State) -> Result<Response, warp::Rejection> {
+    let views = state.views.read().await;
+    let keys: Vec<serde_json::Value> = views
+        .keys
+        .published()
+        .map(|k| json!({"kid": k.kid, "alg": k.alg, "status": k.status, "generated_at": k.generated_at}))
+        .collect();
+    Ok(json_status(json!({"keys": keys}), StatusCode::OK))
+}
+
 pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let rotate = warp::path!("admin" / "keys" / "rotate")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(super::bounded_body(state.config.limits.body_bytes))
+        .and_then(rotate);
+    let list_keys = warp::path!("admin" / "keys")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and_then(|state, _token: String| list_keys(state));
     let limit = state.config.limits.body_bytes;
     let create_user = warp::path!("admin" / "users")
         .and(warp::post())
@@ -510,7 +558,11 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(with_state(state.clone()))
         .and(admin_auth(state))
         .and_then(|id, state, _token: String| get_client(id, state));
-    create_user
+    rotate
+        .or(list_keys)
+        .unify()
+        .or(create_user)
+        .unify()
         .or(get_user)
         .unify()
         .or(action_plain)

@@ -132,6 +132,7 @@ fn route_label(path: &str) -> &'static str {
         "/oidc/register" => "register",
         p if p.starts_with("/admin/users") => "admin_users",
         p if p.starts_with("/admin/clients") => "admin_clients",
+        p if p.starts_with("/admin/keys") => "admin_keys",
         _ => "other",
     }
 }

@@ -1391,3 +1391,105 @@ pub async fn end_session(
     }
     Ok(())
 }
+
+// ---- key rotation --------------------------------------------------------------------
+
+/// Starts a rotation: a new key for `alg` is generated and published in the
+/// JWKS, but signs nothing until relying parties have had one JWKS cache
+/// lifetime to fetch it ([`advance_key_rotation`] activates it then).
+pub async fn rotate_key(state: &AppState, alg: &str, actor: Actor) -> Result<String, ApiError> {
+    crypto::jwt_algorithm(alg).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    for _ in 0..4 {
+        let revision = state.views.read().await.keys.revision;
+        let kid = new_id();
+        let (a, k) = (alg.to_string(), kid.clone());
+        let key = tokio::task::spawn_blocking(move || crypto::generate_key(&a, &k))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let generated = data::KeyGenerated {
+            kid: kid.clone(),
+            alg: alg.to_string(),
+            public_jwk: key.public_jwk,
+        };
+        let env = draft("keys", actor.clone(), &generated, None)?;
+        match commit(
+            state,
+            "keys",
+            Expected::after(revision),
+            vec![Draft {
+                envelope: env,
+                secret: Some(key.private_der),
+            }],
+        )
+        .await
+        {
+            Ok(_) => return Ok(kid),
+            Err(StoreError::Conflict { .. }) => {
+                if let Ok(Some(h)) = state.store.head().await {
+                    wait_views(state, h.position).await;
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the keys stream is busy; try again".into(),
+    ))
+}
+
+/// Activates keys that have been published for a whole JWKS cache lifetime and
+/// retires the keys they replace: those verify until the longest token lifetime
+/// plus leeway has passed, then leave the JWKS. Run periodically by the server.
+pub async fn advance_key_rotation(state: &AppState) -> Result<usize, ApiError> {
+    let t = now();
+    let cfg = &state.config;
+    let (due, revision) = {
+        let views = state.views.read().await;
+        let due: Vec<(String, String, Option<String>)> = views
+            .keys
+            .pending()
+            .filter(|k| k.generated_at.plus_seconds(cfg.keys.jwks_cache_s) <= t)
+            .map(|k| {
+                (
+                    k.kid.clone(),
+                    k.alg.clone(),
+                    views.keys.active(&k.alg).map(|a| a.kid.clone()),
+                )
+            })
+            .collect();
+        (due, views.keys.revision)
+    };
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let longest = cfg.tokens.access_ttl_s.max(cfg.tokens.id_token_ttl_s) + cfg.tokens.leeway_s;
+    let mut drafts = Vec::new();
+    for (kid, _alg, old) in &due {
+        drafts.push(Draft {
+            envelope: draft(
+                "keys",
+                Actor::system("key-rotation"),
+                &data::KeyActivated { kid: kid.clone() },
+                None,
+            )?,
+            secret: None,
+        });
+        if let Some(old) = old {
+            let retired = data::KeyRetired {
+                kid: old.clone(),
+                verify_until: t.plus_seconds(longest),
+            };
+            drafts.push(Draft {
+                envelope: draft("keys", Actor::system("key-rotation"), &retired, None)?,
+                secret: None,
+            });
+        }
+    }
+    // A conflict means another node did it first; the next round sees that.
+    match commit(state, "keys", Expected::after(revision), drafts).await {
+        Ok(_) => Ok(due.len()),
+        Err(StoreError::Conflict { .. }) => Ok(0),
+        Err(e) => Err(internal(e)),
+    }
+}
