@@ -98,6 +98,8 @@ pub struct TokensConfig {
     pub access_ttl_s: i64,
     pub id_token_ttl_s: i64,
     pub refresh_ttl_s: i64,
+    /// A grant (and every refresh token of it) ends this long after its code.
+    pub grant_ttl_s: i64,
     pub session_ttl_s: i64,
     /// The `aud` of access tokens (RFC 9068): the resource servers, never a client.
     pub audience: String,
@@ -124,6 +126,8 @@ pub struct LoginConfig {
     pub lock_s: i64,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header those proxies set: `x-forwarded-for` or `forwarded`.
+    pub proxy_header: String,
     /// Password hashes computed at once at most; more wait in a queue of this
     /// size, beyond which requests get 503.
     pub hash_workers: usize,
@@ -170,6 +174,7 @@ code_ttl_s = 60
 access_ttl_s = 600
 id_token_ttl_s = 600
 refresh_ttl_s = 2592000
+grant_ttl_s = 7776000
 session_ttl_s = 86400
 audience = "authlog-resources"
 leeway_s = 60
@@ -182,6 +187,7 @@ jwks_cache_s = 600
 max_failures = 5
 lock_s = 900
 trusted_proxies = []
+proxy_header = "x-forwarded-for"
 hash_workers = 2
 hash_queue = 64
 "#;
@@ -215,6 +221,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     (
         "AUTHLOG_TOKENS_SESSION_TTL_S",
         "tokens.session_ttl_s",
+        Kind::Int,
+    ),
+    (
+        "AUTHLOG_TOKENS_GRANT_TTL_S",
+        "tokens.grant_ttl_s",
         Kind::Int,
     ),
     ("AUTHLOG_KEYS_ALGORITHM", "keys.algorithm", Kind::Str),
@@ -367,12 +378,21 @@ impl Config {
             t.access_ttl_s,
             t.id_token_ttl_s,
             t.refresh_ttl_s,
+            t.grant_ttl_s,
             t.session_ttl_s,
         ]
         .iter()
         .any(|v| *v <= 0)
         {
             return Err(bad("token and session lifetimes must be positive"));
+        }
+        if !matches!(
+            self.login.proxy_header.as_str(),
+            "x-forwarded-for" | "forwarded"
+        ) {
+            return Err(bad(
+                "login.proxy_header must be x-forwarded-for or forwarded",
+            ));
         }
         if self.login.max_failures == 0 || self.login.hash_workers == 0 {
             return Err(bad(

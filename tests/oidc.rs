@@ -1200,3 +1200,337 @@ async fn clients_may_ask_for_es256_or_eddsa_id_tokens() {
         app.stop().await;
     }
 }
+
+/// Sign-in forms belong to the browser that opened them (no login CSRF).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_only_work_in_the_browser_that_opened_them() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let (victim, attacker) = (browser(), browser());
+    let (_, ch) = pkce();
+    // The attacker opens a sign-in and lures the victim's browser into posting it.
+    let r = attacker
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .send()
+        .await
+        .unwrap();
+    let page = attacker
+        .get(app.url(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("username", rp.username.as_str()),
+        ("password", PASSWORD),
+        ("tx", &field(&page, "tx")),
+        ("csrf", &field(&page, "csrf")),
+    ];
+    let r = victim
+        .post(app.url("/oidc/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.headers()
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().contains("authlog_session=")),
+        "no session for the victim"
+    );
+    // The same form from the attacker's own browser works.
+    let r = attacker
+        .post(app.url("/oidc/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_consent_scopes_and_disabled_users() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let http = reqwest::Client::new();
+    let b = browser();
+    let (v1, c1) = pkce();
+    let back = rp
+        .sign_in(&b, &rp.auth_url(&c1, "openid profile", &[]), PASSWORD)
+        .await;
+    let t1: serde_json::Value = rp
+        .redeem(&query(&back)["code"], &v1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id1 = rp
+        .verify_jwt(t1["id_token"].as_str().unwrap(), &rp.client_id, "JWT")
+        .await;
+    let old_cookie = b.get(app.url("/healthz")).send().await.unwrap();
+    drop(old_cookie);
+
+    // Remembered consent: the same scopes again go straight through (SSO).
+    let (v2, c2) = pkce();
+    let r = b
+        .get(rp.auth_url(&c2, "openid profile", &[]))
+        .send()
+        .await
+        .unwrap();
+    let back = location(&r);
+    assert!(
+        back.starts_with(REDIRECT),
+        "no login and no consent the second time: {back}"
+    );
+    let t2: serde_json::Value = rp
+        .redeem(&query(&back)["code"], &v2)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id2 = rp
+        .verify_jwt(t2["id_token"].as_str().unwrap(), &rp.client_id, "JWT")
+        .await;
+    assert_eq!(id2["sid"], id1["sid"]);
+    assert_eq!(
+        id2["auth_time"], id1["auth_time"],
+        "auth_time is when the user really signed in"
+    );
+    // offline_access always asks.
+    let r = b
+        .get(rp.auth_url(&c2, "openid offline_access", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("/oidc/consent"));
+    // prompt=login: a new sign-in makes a new session id.
+    let (v3, c3) = pkce();
+    let back = rp
+        .sign_in(
+            &b,
+            &rp.auth_url(&c3, "openid profile", &[("prompt", "login")]),
+            PASSWORD,
+        )
+        .await;
+    let t3: serde_json::Value = rp
+        .redeem(&query(&back)["code"], &v3)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id3 = rp
+        .verify_jwt(t3["id_token"].as_str().unwrap(), &rp.client_id, "JWT")
+        .await;
+    assert_ne!(id3["sid"], id1["sid"]);
+
+    // prompt=none with a hint naming another user: login_required.
+    let other = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let b2 = browser();
+    let (v4, c4) = pkce();
+    let back = other
+        .sign_in(&b2, &other.auth_url(&c4, "openid", &[]), PASSWORD)
+        .await;
+    let t4: serde_json::Value = other
+        .redeem(&query(&back)["code"], &v4)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hint = t4["id_token"].as_str().unwrap();
+    let r = b
+        .get(rp.auth_url(
+            &c1,
+            "openid profile",
+            &[("prompt", "none"), ("id_token_hint", hint)],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query(&location(&r))["error"], "login_required");
+
+    // A refresh may narrow, never widen.
+    let r = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t3["refresh_token"].as_str().unwrap()),
+            ("scope", "openid email"),
+        ])
+        .await;
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_scope"
+    );
+    let r: serde_json::Value = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t3["refresh_token"].as_str().unwrap()),
+            ("scope", "profile"),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["scope"], "profile");
+    assert!(
+        r.get("id_token").is_none(),
+        "no openid in the narrowed scope, no ID token"
+    );
+    // Narrowing once does not narrow the grant.
+    let r: serde_json::Value = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r["refresh_token"].as_str().unwrap()),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["scope"], "openid profile");
+
+    // Disabling the user revokes what it holds and refuses more.
+    let d = http
+        .post(app.url(&format!("/admin/users/{}/disable", rp.user_id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.status(), 200);
+    let ui = http
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(r["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 401);
+    let again = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let r = b
+        .get(rp.auth_url(&c1, "openid profile", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&r).starts_with("/oidc/login"),
+        "a disabled user's session is gone"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_out_session_cookie_is_dead() {
+    let (_d, app, rp) = app_and_rp(json!({"skip_consent": true})).await;
+    let (_, ch) = pkce();
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let jar_cookie = {
+        // Sign in through a client whose cookies we handle, to hold the value.
+        let b3 = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let first = b3
+            .get(rp.auth_url(&ch, "openid", &[]))
+            .send()
+            .await
+            .unwrap();
+        let binding = first.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = b3
+            .get(app.url(&location(&first)))
+            .header("cookie", &binding)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let done = b3
+            .post(app.url("/oidc/login"))
+            .header("cookie", &binding)
+            .form(&[
+                ("username", rp.username.as_str()),
+                ("password", PASSWORD),
+                ("tx", &field(&page, "tx")),
+                ("csrf", &field(&page, "csrf")),
+            ])
+            .send()
+            .await
+            .unwrap();
+        done.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // The cookie works, then logout, then the same cookie replayed does not.
+    let r = r
+        .get(rp.auth_url(&ch, "openid", &[("prompt", "none")]))
+        .header("cookie", &jar_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(query(&location(&r)).contains_key("code"));
+    let confirm = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The confirmation form is bound to the browser binding cookie minted with it.
+    let first = confirm
+        .get(app.url("/oidc/oauth2/sessions/logout"))
+        .header("cookie", &jar_cookie)
+        .send()
+        .await
+        .unwrap();
+    let binding = first
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .unwrap_or_default();
+    let page2 = first.text().await.unwrap();
+    let r = confirm
+        .post(app.url("/oidc/oauth2/sessions/logout"))
+        .header("cookie", format!("{jar_cookie}; {binding}"))
+        .form(&[
+            ("tx", field(&page2, "tx").as_str()),
+            ("csrf", field(&page2, "csrf").as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = replay
+        .get(rp.auth_url(&ch, "openid", &[("prompt", "none")]))
+        .header("cookie", &jar_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query(&location(&r))["error"],
+        "login_required",
+        "a replayed cookie of an ended session is refused"
+    );
+    app.stop().await;
+}

@@ -86,6 +86,14 @@ impl GrantsView {
         self.by_id.len()
     }
 
+    /// The live grants of user `user_id` (a scan: for rare operations such as
+    /// disabling a user).
+    pub fn of_user<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
+        self.by_id
+            .values()
+            .filter(move |g| g.user_id.as_deref() == Some(user_id))
+    }
+
     /// The live grants issued in session `sid`.
     pub fn of_session(&self, sid: &str) -> impl Iterator<Item = &Grant> {
         self.by_session

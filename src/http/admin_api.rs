@@ -29,6 +29,8 @@ fn json_status(value: serde_json::Value, status: StatusCode) -> Response {
         "cache-control",
         warp::http::HeaderValue::from_static("no-store"),
     );
+    res.headers_mut()
+        .insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -161,6 +163,7 @@ async fn user_action(
         _ => None,
     };
     let actor = admin(token);
+    let admin_actor = actor.clone();
     service::change_user(&state, &id, |u| {
         let env = match &action[..] {
             "disable" if u.enabled => service::draft(
@@ -209,6 +212,9 @@ async fn user_action(
         }])
     })
     .await?;
+    if action == "disable" {
+        service::revoke_user_grants(&state, &id, admin_actor).await?;
+    }
     get_user(id, state).await
 }
 
@@ -257,7 +263,10 @@ pub fn check_redirect_uri(uri: &str, application_type: &str) -> Result<(), Strin
     {
         return Err(format!("{uri}: not an absolute URI"));
     }
-    let loopback = uri.starts_with("http://127.0.0.1") || uri.starts_with("http://[::1]");
+    let loopback = ["http://127.0.0.1", "http://[::1]"].iter().any(|prefix| {
+        uri.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/', '?']))
+    });
     if uri.starts_with("http://localhost") {
         return Err(format!(
             "{uri}: use http://127.0.0.1 or http://[::1] rather than localhost (RFC 8252 §8.3)"
@@ -511,7 +520,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(with_state(state.clone()))
         .and(admin_auth(state.clone()))
         .and_then(|state, _token: String| list_keys(state));
-    let limit = state.config.limits.body_bytes;
+    let limit = state.config.limits.body_bytes.min(super::oidc::FORM_LIMIT);
     let create_user = warp::path!("admin" / "users")
         .and(warp::post())
         .and(with_state(state.clone()))
@@ -588,5 +597,6 @@ mod tests {
         assert!(check_redirect_uri("https://app.example/cb#x", "web").is_err());
         assert!(check_redirect_uri("/relative", "web").is_err());
         assert!(check_redirect_uri("com.example.app:/cb", "web").is_err());
+        assert!(check_redirect_uri("http://127.0.0.1.evil.example/cb", "web").is_err());
     }
 }

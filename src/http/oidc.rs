@@ -24,49 +24,114 @@ pub const FORM_LIMIT: u64 = 16 * 1024;
 
 // ---- request context -------------------------------------------------------------------
 
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        if !k.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        let v = v.trim_matches('"');
+        let v = v
+            .strip_prefix('[')
+            .map_or(v, |x| x.split(']').next().unwrap_or(x));
+        v.parse::<IpAddr>()
+            .ok()
+            .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+    })
+}
+
+/// The client's address. Proxy headers count only when the peer is a trusted
+/// proxy, and only the header the proxies set (`login.proxy_header`); its hops
+/// are walked from the right, skipping trusted proxies, so a client cannot
+/// choose its address by sending the header itself.
 fn client_ip(
     remote: Option<SocketAddr>,
     forwarded: Option<String>,
     xff: Option<String>,
     trusted: &[IpAddr],
+    header: &str,
 ) -> IpAddr {
     let peer = remote.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     if !trusted.contains(&peer) {
         return peer;
     }
-    // RFC 7239 `for=`, else the last X-Forwarded-For hop added by our proxy.
-    let from_forwarded = forwarded.and_then(|f| {
-        f.split(',').next_back().and_then(|el| {
-            el.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                if !k.eq_ignore_ascii_case("for") {
-                    return None;
-                }
-                let v = v.trim_matches('"');
-                let v = v
-                    .strip_prefix('[')
-                    .map_or(v, |x| x.split(']').next().unwrap_or(x));
-                v.parse::<IpAddr>()
-                    .ok()
-                    .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
-            })
-        })
-    });
-    from_forwarded
-        .or_else(|| xff.and_then(|x| x.split(',').next_back().and_then(|h| h.trim().parse().ok())))
+    let hops: Vec<IpAddr> = match header {
+        "forwarded" => forwarded
+            .map(|f| f.split(',').filter_map(forwarded_for).collect())
+            .unwrap_or_default(),
+        _ => xff
+            .map(|x| x.split(',').filter_map(|h| h.trim().parse().ok()).collect())
+            .unwrap_or_default(),
+    };
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
         .unwrap_or(peer)
 }
 
 pub fn ctx(state: State) -> impl Filter<Extract = (Ctx,), Error = warp::Rejection> + Clone {
+    let binding_name = browser_cookie_name(&state);
     warp::addr::remote()
         .and(warp::header::optional::<String>("forwarded"))
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(warp::header::optional::<String>("user-agent"))
-        .map(move |remote, forwarded, xff, ua: Option<String>| Ctx {
-            request_id: service::new_id(),
-            ip: client_ip(remote, forwarded, xff, &state.config.login.trusted_proxies),
-            user_agent: ua,
-        })
+        .and(warp::header::optional::<String>("cookie"))
+        .map(
+            move |remote, forwarded, xff, ua: Option<String>, cookies: Option<String>| {
+                let existing = cookies.and_then(|h| {
+                    h.split(';').find_map(|c| {
+                        let (k, v) = c.trim().split_once('=')?;
+                        (k == binding_name && v.len() >= 32).then(|| v.to_string())
+                    })
+                });
+                let (browser, browser_fresh) = match existing {
+                    Some(v) => (v, false),
+                    None => (crate::crypto::secret_token().unwrap_or_default(), true),
+                };
+                Ctx {
+                    request_id: service::new_id(),
+                    ip: client_ip(
+                        remote,
+                        forwarded,
+                        xff,
+                        &state.config.login.trusted_proxies,
+                        &state.config.login.proxy_header,
+                    ),
+                    user_agent: ua,
+                    browser,
+                    browser_fresh,
+                }
+            },
+        )
+}
+
+/// The cookie binding a browser's sign-in forms to it (login-CSRF defence).
+fn browser_cookie_name(state: &State) -> String {
+    if state.config.issuer.starts_with("https://") {
+        "__Host-authlog_browser".into()
+    } else {
+        "authlog_browser".into()
+    }
+}
+
+/// Sets the browser binding cookie if this request minted it.
+fn bind(state: &State, ctx: &Ctx, res: Response) -> Response {
+    if !ctx.browser_fresh {
+        return res;
+    }
+    let secure = if state.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    with_cookie(
+        res,
+        &format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            browser_cookie_name(state),
+            ctx.browser
+        ),
+    )
 }
 
 fn cookie(
@@ -93,7 +158,9 @@ fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejec
                 c.to_ascii_lowercase()
                     .starts_with("application/x-www-form-urlencoded")
             });
-            if !ok {
+            // An empty body is an empty form (a userinfo POST with the token in
+            // the header has none).
+            if !ok && !body.is_empty() {
                 return Err(warp::reject::custom(super::ApiError::InvalidRequest(
                     "the body must be application/x-www-form-urlencoded".into(),
                 )));
@@ -131,6 +198,8 @@ fn redirect(location: &str) -> Response {
     }
     res.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert("pragma", HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -311,8 +380,11 @@ async fn authorize(
     cookie: Option<String>,
     params: Vec<(String, String)>,
 ) -> Response {
-    let clients = state.views.read().await.clients.clone();
-    let req = match request::validate(&params, |id| clients.get(id).cloned()) {
+    let validated = {
+        let views = state.views.read().await;
+        request::validate(&params, |id| views.clients.get(id).cloned())
+    };
+    let req = match validated {
         Ok(r) => r,
         Err(AuthError::Page {
             client_id,
@@ -350,7 +422,9 @@ async fn authorize(
         }
     };
     let session = service::current_session(&state, cookie.as_deref()).await;
-    continue_authorization(state, ctx, req, session, None, false).await
+    let c = ctx.clone();
+    let res = continue_authorization(state.clone(), ctx, req, session, None, false).await;
+    bind(&state, &c, res)
 }
 
 /// Decides the next step of an authorization request: login, consent, or a code.
@@ -409,7 +483,12 @@ async fn continue_authorization(
             )
             .await;
         }
-        let Some(id) = tx.or_else(|| state.oidc.transactions.start(Some(req.clone()), None)) else {
+        let Some(id) = tx.or_else(|| {
+            state
+                .oidc
+                .transactions
+                .start(&ctx.browser, Some(req.clone()), None)
+        }) else {
             return html::error_page("could not start the sign-in");
         };
         return redirect(&format!("{}?tx={id}", oidc_path(&state, "/login")));
@@ -450,7 +529,11 @@ async fn continue_authorization(
         }
         let id = match tx {
             Some(id) => id,
-            None => match state.oidc.transactions.start(Some(req.clone()), None) {
+            None => match state
+                .oidc
+                .transactions
+                .start(&ctx.browser, Some(req.clone()), None)
+            {
                 Some(id) => id,
                 None => return html::error_page("could not start the consent"),
             },
@@ -503,14 +586,21 @@ fn login_page_for(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    html::login_page(
+    let page = html::login_page(
         &oidc_path(state, "/login"),
         tx,
         csrf,
         client.map(|c| c.metadata.client_name.as_str()),
         username,
         error,
-    )
+    );
+    // A successful sign-in may answer with a redirect to the client.
+    let target = state
+        .oidc
+        .transactions
+        .get(tx)
+        .and_then(|t| t.request.map(|r| r.redirect_uri));
+    html::allow_form_target(page, target.as_deref())
 }
 
 fn login_route(
@@ -520,26 +610,32 @@ fn login_route(
         .and(warp::get())
         .and(query_pairs())
         .and(with_state(state.clone()))
-        .then(|q: Vec<(String, String)>, state: State| async move {
-            // Without a transaction (a direct visit), start one for a plain sign-in.
-            let tx = first(&q, "tx").filter(|t| state.oidc.transactions.get(t).is_some());
-            let Some(tx) = tx.or_else(|| state.oidc.transactions.start(None, None)) else {
-                return html::error_page("could not start the sign-in");
-            };
-            let Some(t) = state.oidc.transactions.get(&tx) else {
-                return html::error_page("the sign-in expired");
-            };
-            let client = match &t.request {
-                Some(r) => lookup_client(&state, &r.client_id).await,
-                None => None,
-            };
-            let hint = t
-                .request
-                .as_ref()
-                .and_then(|r| r.login_hint.clone())
-                .unwrap_or_default();
-            login_page_for(&state, &tx, &t.csrf, client.as_ref(), &hint, None)
-        });
+        .and(ctx(state.clone()))
+        .then(
+            |q: Vec<(String, String)>, state: State, ctx: Ctx| async move {
+                // Without a transaction (a direct visit), start one for a plain sign-in.
+                let tx = first(&q, "tx").filter(|t| state.oidc.transactions.get(t).is_some());
+                let Some(tx) =
+                    tx.or_else(|| state.oidc.transactions.start(&ctx.browser, None, None))
+                else {
+                    return html::error_page("could not start the sign-in");
+                };
+                let Some(t) = state.oidc.transactions.get(&tx) else {
+                    return html::error_page("the sign-in expired");
+                };
+                let client = match &t.request {
+                    Some(r) => lookup_client(&state, &r.client_id).await,
+                    None => None,
+                };
+                let hint = t
+                    .request
+                    .as_ref()
+                    .and_then(|r| r.login_hint.clone())
+                    .unwrap_or_default();
+                let page = login_page_for(&state, &tx, &t.csrf, client.as_ref(), &hint, None);
+                bind(&state, &ctx, page)
+            },
+        );
     let post = warp::path!("oidc" / "login")
         .and(warp::post())
         .and(form())
@@ -550,7 +646,12 @@ fn login_route(
                 let (Some(tx), Some(csrf)) = (first(&f, "tx"), first(&f, "csrf")) else {
                     return html::error_page("the form is incomplete");
                 };
-                let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                let Some(t) = state
+                    .oidc
+                    .transactions
+                    .check(&tx, &csrf, &ctx.browser)
+                    .filter(|t| t.logout.is_none())
+                else {
                     return html::error_page(
                         "the sign-in form expired or was not issued by this server; start again",
                     );
@@ -660,13 +761,14 @@ fn consent_route(
             let Some(client) = lookup_client(&state, &req.client_id).await else {
                 return html::error_page("unknown client");
             };
-            html::consent_page(
+            let page = html::consent_page(
                 &oidc_path(&state, "/consent"),
                 &tx,
                 &t.csrf,
                 &client.metadata.client_name,
                 &req.scopes,
-            )
+            );
+            html::allow_form_target(page, Some(&req.redirect_uri))
         });
     let post = warp::path!("oidc" / "consent")
         .and(warp::post())
@@ -679,7 +781,12 @@ fn consent_route(
                 let (Some(tx), Some(csrf)) = (first(&f, "tx"), first(&f, "csrf")) else {
                     return html::error_page("the form is incomplete");
                 };
-                let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                // Checked and taken at once: a double submit issues one code.
+                let Some(t) = state
+                    .oidc
+                    .transactions
+                    .take_checked(&tx, &csrf, &ctx.browser)
+                else {
                     return html::error_page(
                         "the consent form expired or was not issued by this server; start again",
                     );
@@ -694,7 +801,6 @@ fn consent_route(
                 else {
                     return html::error_page("your session ended; sign in again");
                 };
-                state.oidc.transactions.take(&tx);
                 let allow = match first(&f, "decision").as_deref() {
                     Some("allow") => true,
                     Some("deny") => false,
@@ -1062,6 +1168,7 @@ async fn logout(
         .is_some_and(|h| session.as_ref().is_none_or(|s| s.user_id == h.sub));
     if !trusted {
         let Some(tx) = state.oidc.transactions.start(
+            &ctx.browser,
             None,
             Some(LogoutTx {
                 redirect: redirect_to,
@@ -1072,11 +1179,10 @@ async fn logout(
         let Some(t) = state.oidc.transactions.get(&tx) else {
             return html::error_page("could not start the sign-out");
         };
-        return html::logout_confirm_page(
-            &oidc_path(&state, "/oauth2/sessions/logout"),
-            &tx,
-            &t.csrf,
-        );
+        let page =
+            html::logout_confirm_page(&oidc_path(&state, "/oauth2/sessions/logout"), &tx, &t.csrf);
+        let target = t.logout.and_then(|l| l.redirect);
+        return html::allow_form_target(page, target.as_deref());
     }
     finish_logout(&state, &ctx, session, redirect_to).await
 }
@@ -1114,7 +1220,10 @@ fn logout_route(
         .and(with_state(state.clone()))
         .and(ctx(state.clone()))
         .and(cookie(&state))
-        .then(|q, state, ctx, cookie| logout(state, ctx, cookie, q));
+        .then(|q, state: State, ctx: Ctx, cookie| async move {
+            let (s, c) = (state.clone(), ctx.clone());
+            bind(&s, &c, logout(state, ctx, cookie, q).await)
+        });
     let post = warp::path!("oidc" / "oauth2" / "sessions" / "logout")
         .and(warp::post())
         .and(form())
@@ -1126,12 +1235,16 @@ fn logout_route(
                 // The confirmation form, or an RP's POSTed logout request.
                 match (first(&f, "tx"), first(&f, "csrf")) {
                     (Some(tx), Some(csrf)) => {
-                        let Some(t) = state.oidc.transactions.check(&tx, &csrf) else {
+                        let Some(t) = state
+                            .oidc
+                            .transactions
+                            .take_checked(&tx, &csrf, &ctx.browser)
+                            .filter(|t| t.logout.is_some())
+                        else {
                             return html::error_page(
                                 "the sign-out form expired or was not issued by this server",
                             );
                         };
-                        state.oidc.transactions.take(&tx);
                         let session = service::current_session(&state, cookie.as_deref()).await;
                         finish_logout(&state, &ctx, session, t.logout.and_then(|l| l.redirect))
                             .await
@@ -1166,11 +1279,12 @@ fn register_route(
         .and(warp::get())
         .and(enabled.clone())
         .and(with_state(state.clone()))
-        .map(|state: State| {
-            match state
+        .and(ctx(state.clone()))
+        .map(|state: State, ctx: Ctx| {
+            let res = match state
                 .oidc
                 .transactions
-                .start(None, None)
+                .start(&ctx.browser, None, None)
                 .and_then(|tx| state.oidc.transactions.get(&tx).map(|t| (tx, t)))
             {
                 Some((tx, t)) => html::register_page(
@@ -1181,7 +1295,8 @@ fn register_route(
                     None,
                 ),
                 None => html::error_page("could not start the registration"),
-            }
+            };
+            bind(&state, &ctx, res)
         });
     let post = warp::path!("oidc" / "register")
         .and(warp::post())
@@ -1192,7 +1307,7 @@ fn register_route(
         .and(ctx(state))
         .then(|q: Vec<(String, String)>, f: Vec<(String, String)>, state: State, ctx: Ctx| async move {
             let tx = first(&q, "tx").unwrap_or_default();
-            let Some(t) = state.oidc.transactions.check(&tx, &first(&f, "csrf").unwrap_or_default()) else {
+            let Some(t) = state.oidc.transactions.check(&tx, &first(&f, "csrf").unwrap_or_default(), &ctx.browser) else {
                 return html::error_page("the registration form expired or was not issued by this server");
             };
             let username = first(&f, "username").unwrap_or_default();
@@ -1203,10 +1318,14 @@ fn register_route(
                 *res.status_mut() = status;
                 res
             };
-            // Registration attempts count against the same per-IP throttle as logins.
-            if let Some(wait) = state.oidc.throttle.wait(&ctx.ip.to_string()) {
+            // Every registration attempt counts, successful or not: past three
+            // from one address, each waits longer (unauthenticated callers
+            // cannot grow the log quickly).
+            let key = format!("register|{}", ctx.ip);
+            if let Some(wait) = state.oidc.throttle.wait(&key) {
                 return again(&format!("Too many attempts. Try again in {} seconds.", wait.as_secs().max(1)), StatusCode::TOO_MANY_REQUESTS);
             }
+            state.oidc.throttle.fail(&key);
             let actor = Actor { kind: ActorKind::User, id: "self-registration".into() };
             match service::register_user(&state, actor, RegisteredVia::SelfRegistration, &username, password, Some(email.clone()), None, Some(&ctx)).await {
                 Ok(_) => {
@@ -1214,7 +1333,6 @@ fn register_route(
                     html::message_page("Account created", "Your account is ready. You can sign in now.")
                 }
                 Err(RegisterError::Taken) => {
-                    state.oidc.throttle.fail(&ctx.ip.to_string());
                     again("That username is taken.", StatusCode::CONFLICT)
                 }
                 Err(RegisterError::Invalid(why)) => again(why, StatusCode::BAD_REQUEST),
@@ -1274,24 +1392,50 @@ mod tests {
         let peer = Some(SocketAddr::from(([10, 0, 0, 1], 5000)));
         let other = Some(SocketAddr::from(([198, 51, 100, 7], 5000)));
         let fwd = Some("for=192.0.2.60;proto=https".to_string());
+        let xff = |v: &str| Some(v.to_string());
         assert_eq!(
-            client_ip(peer, fwd.clone(), None, &[proxy]),
+            client_ip(peer, fwd.clone(), None, &[proxy], "forwarded"),
             IpAddr::from([192, 0, 2, 60])
         );
         assert_eq!(
-            client_ip(other, fwd, None, &[proxy]),
+            client_ip(other, fwd.clone(), None, &[proxy], "forwarded"),
             IpAddr::from([198, 51, 100, 7])
         );
+        // The proxy appends to X-Forwarded-For: what the client wrote is on the left.
         assert_eq!(
-            client_ip(peer, None, Some("203.0.113.9, 192.0.2.1".into()), &[proxy]),
+            client_ip(
+                peer,
+                None,
+                xff("203.0.113.9, 192.0.2.1"),
+                &[proxy],
+                "x-forwarded-for"
+            ),
             IpAddr::from([192, 0, 2, 1])
+        );
+        // A Forwarded header the client sent is ignored when the proxy sets X-Forwarded-For.
+        assert_eq!(
+            client_ip(peer, fwd, xff("192.0.2.1"), &[proxy], "x-forwarded-for"),
+            IpAddr::from([192, 0, 2, 1])
+        );
+        // Chains of trusted proxies are skipped from the right.
+        let p2: IpAddr = [10, 0, 0, 2].into();
+        assert_eq!(
+            client_ip(
+                peer,
+                None,
+                xff("192.0.2.7, 10.0.0.2"),
+                &[proxy, p2],
+                "x-forwarded-for"
+            ),
+            IpAddr::from([192, 0, 2, 7])
         );
         assert_eq!(
             client_ip(
                 peer,
                 Some("for=\"[2001:db8::1]:4711\"".into()),
                 None,
-                &[proxy]
+                &[proxy],
+                "forwarded"
             ),
             "2001:db8::1".parse::<IpAddr>().unwrap()
         );

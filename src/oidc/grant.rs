@@ -55,7 +55,11 @@ pub struct GrantState {
     pub token_ids: Vec<String>,
     /// Every refresh token issued, oldest first; the last one is current.
     pub refreshes: Vec<IssuedRefresh>,
+    /// The scopes granted at authorization: refreshes may narrow a token's
+    /// scope, never the grant's.
     pub scopes: Vec<String>,
+    /// When the grant began (the code's issuance).
+    pub issued_at: Timestamp,
     pub last_revision: u64,
 }
 
@@ -65,6 +69,8 @@ pub enum GrantError {
     InvalidGrant(&'static str),
     #[error("the stream does not hold an authorization grant")]
     NotAGrant,
+    #[error("{0}")]
+    InvalidScope(&'static str),
 }
 
 impl GrantState {
@@ -79,6 +85,7 @@ impl GrantState {
         let mut state = GrantState {
             grant_id: issued.grant_id.clone(),
             scopes: issued.scopes.clone(),
+            issued_at: first.envelope.time,
             issued,
             code,
             redeemed: false,
@@ -96,7 +103,6 @@ impl GrantState {
                     if d.consumed_code_id.is_some() {
                         state.redeemed = true;
                     }
-                    state.scopes = d.scopes.clone();
                     state.token_ids.push(d.access_token_id.clone());
                     if let (Some(id), Some(exp), Some(secret)) = (
                         d.refresh_token_id.clone(),
@@ -151,6 +157,8 @@ pub struct Issue {
     /// A refresh token to issue (id, expiry), if the client may refresh.
     pub refresh: Option<(String, Timestamp)>,
     pub id_token: bool,
+    /// The grant ends then, whatever its refresh tokens say.
+    pub grant_ends_at: Timestamp,
 }
 
 pub fn hex_sha256(value: &str) -> String {
@@ -195,6 +203,11 @@ pub fn redeem_code(
     ) {
         return Err(GrantError::InvalidGrant("the code is invalid"));
     }
+    if state.revoked {
+        // Only the first replay is an event: a revoked grant answers
+        // invalid_grant and writes nothing, however often it is presented.
+        return Err(GrantError::InvalidGrant("the grant was revoked"));
+    }
     if state.redeemed {
         // RFC 6749 §4.1.2: a second redemption revokes what the first issued.
         return Ok(Decision::Replay(data::AuthorizationCodeReplayDetected {
@@ -203,9 +216,6 @@ pub fn redeem_code(
             client_id: client_id.to_string(),
             revoked_token_ids: state.token_ids.clone(),
         }));
-    }
-    if state.revoked {
-        return Err(GrantError::InvalidGrant("the grant was revoked"));
     }
     if now >= state.issued.expires_at {
         return Err(GrantError::InvalidGrant("the code has expired"));
@@ -279,7 +289,7 @@ pub fn refresh(
             revoked_token_ids: state.token_ids.clone(),
         }));
     }
-    if now >= presented.expires_at {
+    if now >= presented.expires_at || now >= issue.grant_ends_at {
         return Err(GrantError::InvalidGrant("the refresh token has expired"));
     }
     let offline = state.scopes.iter().any(|s| s == "offline_access");
@@ -291,8 +301,11 @@ pub fn refresh(
     let scopes = match requested_scopes {
         None => state.scopes.clone(),
         Some(req) => {
+            if req.is_empty() {
+                return Err(GrantError::InvalidScope("scope is empty"));
+            }
             if !req.iter().all(|s| state.scopes.contains(s)) {
-                return Err(GrantError::InvalidGrant(
+                return Err(GrantError::InvalidScope(
                     "a refresh may only narrow the scope",
                 ));
             }
@@ -364,6 +377,7 @@ mod tests {
             access_expires_at: at(600),
             refresh: Some((format!("r{n}"), at(3600))),
             id_token: true,
+            grant_ends_at: at(7200),
         }
     }
 
@@ -432,6 +446,35 @@ mod tests {
             replay.revoked_token_ids,
             vec!["a1".to_string(), "r1".to_string()]
         );
+        // Recorded once: after it the grant is revoked and answers without an event.
+        let replayed = GrantEvent {
+            envelope: Envelope::new(
+                "01900000-0000-7000-8000-000000000009".into(),
+                "grant-g1".into(),
+                at(11),
+                Actor::system("t"),
+                &replay,
+            )
+            .unwrap(),
+            revision: 2,
+            code: None,
+            refresh: None,
+        };
+        let mut events = events;
+        events.push(replayed);
+        let state = GrantState::fold(&events).unwrap();
+        assert!(matches!(
+            redeem_code(
+                &state,
+                "g1.secret",
+                "c1",
+                Some("https://app/cb"),
+                Some(VERIFIER),
+                at(12),
+                issue(3)
+            ),
+            Err(GrantError::InvalidGrant(_))
+        ));
     }
 
     #[test]

@@ -232,3 +232,85 @@ mod tests {
         );
     }
 }
+
+/// The CSP source of a redirect target: its origin (any port on loopback
+/// hosts), or `scheme:` for private-use URI schemes.
+pub fn csp_source(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let source = match rest.strip_prefix("//") {
+        Some(after) => {
+            let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+            let host = match authority.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
+                _ => authority,
+            };
+            if scheme == "http" && (host == "127.0.0.1" || host == "[::1]") {
+                format!("http://{host}:*")
+            } else {
+                format!("{scheme}://{authority}")
+            }
+        }
+        None => format!("{scheme}:"),
+    };
+    let safe = source.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'.' | b':' | b'/' | b'-' | b'+' | b'*' | b'[' | b']')
+    });
+    safe.then_some(source)
+}
+
+/// Lets the page's form end in a redirect to `target`: browsers apply
+/// `form-action` to the redirects that follow a form submission, so a login or
+/// consent form whose answer redirects to the client must allow the client.
+pub fn allow_form_target(mut res: Response, target: Option<&str>) -> Response {
+    let Some(source) = target.and_then(csp_source) else {
+        return res;
+    };
+    let Some(csp) = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return res;
+    };
+    let updated = csp.replacen(
+        "form-action 'self'",
+        &format!("form-action 'self' {source}"),
+        1,
+    );
+    if let Ok(v) = HeaderValue::from_str(&updated) {
+        res.headers_mut().insert("content-security-policy", v);
+    }
+    res
+}
+
+#[cfg(test)]
+mod csp_tests {
+    use super::*;
+
+    #[test]
+    fn csp_sources_of_redirect_targets() {
+        assert_eq!(
+            csp_source("https://app.example/cb?x=1").as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            csp_source("https://app.example:8443/cb").as_deref(),
+            Some("https://app.example:8443")
+        );
+        assert_eq!(
+            csp_source("http://127.0.0.1:5000/cb").as_deref(),
+            Some("http://127.0.0.1:*")
+        );
+        assert_eq!(
+            csp_source("http://[::1]/cb").as_deref(),
+            Some("http://[::1]:*")
+        );
+        assert_eq!(
+            csp_source("com.example.app:/oauth2").as_deref(),
+            Some("com.example.app:")
+        );
+        assert_eq!(csp_source("https://a.example;script-src *"), None);
+    }
+}

@@ -73,6 +73,11 @@ pub fn redirect_matches(registered: &str, requested: &str) -> bool {
     false
 }
 
+/// At most 64 characters of caller input, for messages that quote it.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
 fn is_b64url(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -137,7 +142,7 @@ pub fn validate(
     if let Some((name, _)) = params.iter().find(|(k, _)| count(k) > 1) {
         return Err(redirect(
             "invalid_request",
-            &format!("{name} appears more than once"),
+            &format!("{} appears more than once", clip(name)),
         ));
     }
     if let Some(mode) = get("response_mode")
@@ -208,7 +213,7 @@ pub fn validate(
     if let Some(s) = scopes.iter().find(|s| !registered.contains(s.as_str())) {
         return Err(redirect(
             "invalid_scope",
-            &format!("scope {s} is not registered for this client"),
+            &format!("scope {} is not registered for this client", clip(s)),
         ));
     }
     // PKCE, required for every client (RFC 9700 §2.1.1), S256 only.
@@ -251,7 +256,7 @@ pub fn validate(
     {
         return Err(redirect(
             "invalid_request",
-            &format!("unknown prompt value {p}"),
+            &format!("unknown prompt value {}", clip(p)),
         ));
     }
     if prompt.contains("none") && prompt.len() > 1 {

@@ -16,6 +16,9 @@ use crate::oidc::request::AuthRequest;
 #[derive(Debug, Clone)]
 pub struct Tx {
     pub csrf: String,
+    /// SHA-256 of the browser binding cookie the transaction belongs to: its
+    /// forms are accepted only from that browser (no login CSRF).
+    browser: [u8; 32],
     pub request: Option<AuthRequest>,
     /// The session the user signed in with during this transaction.
     pub session_id: Option<String>,
@@ -43,7 +46,12 @@ fn random_id() -> String {
 
 impl Transactions {
     /// Starts a transaction; returns its id.
-    pub fn start(&self, request: Option<AuthRequest>, logout: Option<LogoutTx>) -> Option<String> {
+    pub fn start(
+        &self,
+        browser: &str,
+        request: Option<AuthRequest>,
+        logout: Option<LogoutTx>,
+    ) -> Option<String> {
         let id = random_id();
         let csrf = random_id();
         if id.is_empty() || csrf.is_empty() {
@@ -63,10 +71,12 @@ impl Transactions {
                 }
             }
         }
+        let browser = crate::crypto::sha256(browser.as_bytes());
         map.insert(
             id.clone(),
             Tx {
                 csrf,
+                browser,
                 request,
                 session_id: None,
                 logout,
@@ -85,9 +95,25 @@ impl Transactions {
     }
 
     /// The transaction if `csrf` is its token (constant time).
-    pub fn check(&self, id: &str, csrf: &str) -> Option<Tx> {
-        self.get(id)
-            .filter(|t| crate::crypto::ct_eq(t.csrf.as_bytes(), csrf.as_bytes()))
+    pub fn check(&self, id: &str, csrf: &str, browser: &str) -> Option<Tx> {
+        let b = crate::crypto::sha256(browser.as_bytes());
+        self.get(id).filter(|t| {
+            crate::crypto::ct_eq(t.csrf.as_bytes(), csrf.as_bytes())
+                & crate::crypto::ct_eq(&t.browser, &b)
+        })
+    }
+
+    /// Checks and ends the transaction in one step: of two concurrent
+    /// submissions of one form, only one gets it.
+    pub fn take_checked(&self, id: &str, csrf: &str, browser: &str) -> Option<Tx> {
+        let b = crate::crypto::sha256(browser.as_bytes());
+        let mut map = self.map.lock().ok()?;
+        let ok = map.get(id).is_some_and(|t| {
+            t.created.elapsed() < TX_TTL
+                && crate::crypto::ct_eq(t.csrf.as_bytes(), csrf.as_bytes())
+                    & crate::crypto::ct_eq(&t.browser, &b)
+        });
+        if ok { map.remove(id) } else { None }
     }
 
     pub fn set_session(&self, id: &str, session_id: &str) {
@@ -156,6 +182,18 @@ impl Throttle {
             let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
             e.0 = e.0.saturating_add(1);
             e.1 = Instant::now();
+        }
+    }
+
+    /// Takes back one counted attempt (it succeeded).
+    pub fn undo(&self, key: &str) {
+        if let Ok(mut map) = self.map.lock()
+            && let Some(e) = map.get_mut(key)
+        {
+            e.0 = e.0.saturating_sub(1);
+            if e.0 == 0 {
+                map.remove(key);
+            }
         }
     }
 
@@ -230,14 +268,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transactions_are_one_time_and_csrf_bound() {
+    fn transactions_are_one_time_and_bound_to_csrf_and_browser() {
         let t = Transactions::default();
-        let id = t.start(None, None).unwrap();
+        let id = t.start("browser-a", None, None).unwrap();
         let csrf = t.get(&id).unwrap().csrf;
-        assert!(t.check(&id, "forged").is_none());
-        assert!(t.check(&id, &csrf).is_some());
-        assert!(t.take(&id).is_some());
-        assert!(t.check(&id, &csrf).is_none(), "taken transactions are gone");
+        assert!(t.check(&id, "forged", "browser-a").is_none());
+        assert!(
+            t.check(&id, &csrf, "browser-b").is_none(),
+            "another browser cannot submit it"
+        );
+        assert!(t.check(&id, &csrf, "browser-a").is_some());
+        assert!(t.take_checked(&id, &csrf, "browser-a").is_some());
+        assert!(
+            t.take_checked(&id, &csrf, "browser-a").is_none(),
+            "taken transactions are gone"
+        );
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Ctx {
     pub request_id: String,
     pub ip: IpAddr,
     pub user_agent: Option<String>,
+    /// The browser binding cookie's value (new when `browser_fresh`).
+    pub browser: String,
+    pub browser_fresh: bool,
 }
 
 impl Ctx {
@@ -225,7 +228,8 @@ pub async fn reject_authorization(
 ) {
     let client = client_id.to_string();
     let error_s = error.to_string();
-    let d = description.to_string();
+    // Descriptions may quote what the caller sent: bounded before they are stored.
+    let d: String = description.chars().take(200).collect();
     record_failure(state, ctx, error, client_id, move || {
         let data = data::AuthorizationRejected {
             client_id: client.clone(),
@@ -287,6 +291,12 @@ pub async fn current_session(state: &AppState, cookie: Option<&str>) -> Option<S
     let secret = parts.next()?;
     let position: Option<Position> = parts.next().and_then(|p| p.parse().ok());
     if let Some(p) = position {
+        // Only a position the log has reached is worth waiting for: a forged
+        // one must not hold the request for the whole wait.
+        let head = state.store.head().await.ok().flatten()?;
+        if p > head.position {
+            return None;
+        }
         wait_views(state, p).await;
     }
     let views = state.views.read().await;
@@ -326,7 +336,12 @@ pub fn prepare_username(input: &str) -> Result<String, &'static str> {
     if n == 0 || n > 64 {
         return Err("usernames are 1 to 64 characters");
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Invisible format characters (zero-width, bidi controls) make look-alike names.
+    let invisible = |c: char| matches!(c as u32, 0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB);
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
         return Err("usernames cannot contain spaces or control characters");
     }
     Ok(name)
@@ -495,6 +510,10 @@ pub async fn login(
             return Ok(LoginOutcome::Throttled(wait));
         }
     }
+    // Count the attempt before the slow check, so parallel guesses meet the
+    // delay too; a success takes it back.
+    state.oidc.throttle.fail(&pair_key);
+    state.oidc.throttle.fail(&ip_key);
     let user = state
         .views
         .read()
@@ -511,8 +530,6 @@ pub async fn login(
     };
     let t = now();
     let Some(user) = user else {
-        state.oidc.throttle.fail(&pair_key);
-        state.oidc.throttle.fail(&ip_key);
         let hash = state.oidc.username_hash(&normalize_username(&prepared));
         let client = client_id.unwrap_or("-").to_string();
         record_failure(state, ctx, "unknown_user", &client, || {
@@ -541,13 +558,17 @@ pub async fn login(
         None
     };
     if let Some(reason) = reason {
-        state.oidc.throttle.fail(&pair_key);
-        state.oidc.throttle.fail(&ip_key);
         let max = state.config.login.max_failures;
         let lock_s = state.config.login.lock_s;
         let client = client_id.map(str::to_string);
         change_user(state, &user.id, |u| {
-            let attempts = u.failed_attempts.saturating_add(1);
+            // A lock that has run out leaves no count behind.
+            let expired_lock = matches!(u.locked, Some(Some(until)) if until <= now());
+            let attempts = if expired_lock {
+                1
+            } else {
+                u.failed_attempts.saturating_add(1)
+            };
             let data = data::LoginFailed {
                 user_id: Some(u.id.clone()),
                 username_hash: None,
@@ -595,6 +616,7 @@ pub async fn login(
         return Ok(LoginOutcome::Failed);
     }
     state.oidc.throttle.succeed(&pair_key);
+    state.oidc.throttle.undo(&ip_key);
     // A new session id at every sign-in: no fixation.
     let sid = new_id();
     let secret = crypto::secret_token().map_err(internal)?;
@@ -948,6 +970,26 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
 }
 
+/// Whether session `sid` has neither ended nor expired, from its stream.
+async fn session_live(state: &AppState, sid: &str, t: Timestamp) -> Result<bool, ApiError> {
+    let events = read_whole_stream(state.store.as_ref(), &format!("session-{sid}"))
+        .await
+        .map_err(internal)?;
+    let mut live = false;
+    for r in events {
+        let env = r.envelope().map_err(internal)?;
+        match env.event_type {
+            authlog_schemas::EventType::LoginSucceeded => {
+                let d: data::LoginSucceeded = env.decode().map_err(internal)?;
+                live = t < d.expires_at;
+            }
+            authlog_schemas::EventType::SessionEnded => live = false,
+            _ => {}
+        }
+    }
+    Ok(live)
+}
+
 async fn read_grant(state: &AppState, grant_id: &str) -> Result<Vec<GrantEvent>, ApiError> {
     let records = read_whole_stream(state.store.as_ref(), &format!("grant-{grant_id}"))
         .await
@@ -1046,12 +1088,34 @@ pub async fn exchange(
             .grant_types
             .iter()
             .any(|g| g == "refresh_token");
+        let grant_ends_at = st.issued_at.plus_seconds(cfg.grant_ttl_s);
+        let effective: &[String] = match (&refresh_presented, &requested_scopes) {
+            (Some(_), Some(req)) => req,
+            _ => &st.scopes,
+        };
         let issue = grant::Issue {
             access_token_id: new_id(),
             access_expires_at: t.plus_seconds(cfg.access_ttl_s),
-            refresh: may_refresh.then(|| (new_id(), t.plus_seconds(cfg.refresh_ttl_s))),
-            id_token: st.scopes.iter().any(|s| s == "openid"),
+            refresh: may_refresh.then(|| {
+                (
+                    new_id(),
+                    t.plus_seconds(cfg.refresh_ttl_s).min(grant_ends_at),
+                )
+            }),
+            id_token: effective.iter().any(|s| s == "openid"),
+            grant_ends_at,
         };
+        // A disabled or deleted user gets nothing more from old grants.
+        if !state
+            .views
+            .read()
+            .await
+            .users
+            .get(&st.issued.user_id)
+            .is_some_and(|u| u.enabled)
+        {
+            return Err(TokenError::new("invalid_grant", "the user is disabled"));
+        }
         let decision = match &refresh_presented {
             None => grant::redeem_code(
                 &st,
@@ -1063,13 +1127,9 @@ pub async fn exchange(
                 issue,
             ),
             Some((id, token)) => {
-                let live = state
-                    .views
-                    .read()
-                    .await
-                    .sessions
-                    .get(&st.issued.session_id, t)
-                    .is_some();
+                // Whether the session still lives is read from its own stream,
+                // not from a view that may lag behind a logout on another node.
+                let live = session_live(state, &st.issued.session_id, t).await?;
                 grant::refresh(
                     &st,
                     id,
@@ -1085,6 +1145,7 @@ pub async fn exchange(
         let decision = decision.map_err(|e| match e {
             GrantError::InvalidGrant(d) => TokenError::new("invalid_grant", d),
             GrantError::NotAGrant => TokenError::new("invalid_grant", "unknown grant"),
+            GrantError::InvalidScope(d) => TokenError::new("invalid_scope", d),
         })?;
         let actor = Actor {
             kind: ActorKind::Client,
@@ -1492,4 +1553,54 @@ pub async fn advance_key_rotation(state: &AppState) -> Result<usize, ApiError> {
         Err(StoreError::Conflict { .. }) => Ok(0),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// Revokes every live grant of a user (when the user is disabled): their access
+/// and refresh tokens stop working at once.
+pub async fn revoke_user_grants(
+    state: &AppState,
+    user_id: &str,
+    actor: Actor,
+) -> Result<(), ApiError> {
+    let grants: Vec<(String, String, u64)> = {
+        let views = state.views.read().await;
+        views
+            .grants
+            .of_user(user_id)
+            .filter(|g| !g.revoked)
+            .map(|g| (g.grant_id.clone(), g.client_id.clone(), g.revision))
+            .collect()
+    };
+    for (gid, client_id, revision) in grants {
+        let stream = format!("grant-{gid}");
+        let d = data::TokenRevoked {
+            grant_id: gid.clone(),
+            client_id: client_id.clone(),
+            token_ids: vec![],
+            grant: true,
+            cause: data::RevocationCause::UserDisabled,
+        };
+        let env = draft(&stream, actor.clone(), &d, None)?
+            .subject(user_id.to_string())
+            .client(client_id);
+        let mut expected = Expected::Revision(revision);
+        for _ in 0..4 {
+            match commit(
+                state,
+                &stream,
+                expected,
+                vec![Draft {
+                    envelope: env.clone(),
+                    secret: None,
+                }],
+            )
+            .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    }
+    Ok(())
 }
