@@ -3,8 +3,10 @@
 # tests need, then runs every test of the workspace.
 #
 # What it installs: authlib (PyPI) in a virtualenv under target/, for the
-# interoperability test. Later parts (a Kafka-protocol broker, PostgreSQL, a
-# headless browser) are installed and started here too, so this stays one command.
+# interoperability test; Debian's Chromium and playwright-core (npm), for the
+# test that signs in through the pages in a real browser. Later parts (a
+# Kafka-protocol broker, PostgreSQL) are installed and started here too, so this
+# stays one command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,21 @@ if ! "$venv/bin/python" -c "import authlib, requests" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 export AUTHLOG_TEST_PYTHON="$PWD/$venv/bin/python"
+
+# A real browser for the sign-in pages.
+if ! command -v chromium >/dev/null; then
+    echo "tests/run.sh: installing Chromium (Debian package) for the browser test"
+    sudo_=""
+    [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium >/dev/null
+fi
+export AUTHLOG_TEST_CHROMIUM="$(command -v chromium)"
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "tests/run.sh: installing playwright-core (npm) for the browser test"
+    (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+export AUTHLOG_TEST_NODE="$(command -v node)"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
