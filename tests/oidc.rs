@@ -1534,3 +1534,65 @@ async fn a_logged_out_session_cookie_is_dead() {
     );
     app.stop().await;
 }
+
+/// With an https issuer, cookies are `Secure` and `__Host-` prefixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_issuers_get_host_prefixed_secure_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_ISSUER", "https://id.example/oidc")]).await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (_, ch) = pkce();
+    let r = plain
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .send()
+        .await
+        .unwrap();
+    let binding = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        binding.starts_with("__Host-authlog_browser=")
+            && binding.contains("; Secure")
+            && binding.contains("Path=/")
+            && binding.contains("SameSite=Strict"),
+        "{binding}"
+    );
+    let pair = binding.split(';').next().unwrap().to_string();
+    let page = plain
+        .get(app.url(&location(&r)))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = plain
+        .post(app.url("/oidc/login"))
+        .header("cookie", &pair)
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .find(|c| c.contains("authlog_session"))
+        .unwrap();
+    assert!(
+        session.starts_with("__Host-authlog_session=")
+            && session.contains("; Secure")
+            && session.contains("HttpOnly"),
+        "{session}"
+    );
+    app.stop().await;
+}

@@ -487,7 +487,7 @@ async fn continue_authorization(
             state
                 .oidc
                 .transactions
-                .start(&ctx.browser, Some(req.clone()), None)
+                .start(ctx.ip, &ctx.browser, Some(req.clone()), None)
         }) else {
             return html::error_page("could not start the sign-in");
         };
@@ -529,14 +529,16 @@ async fn continue_authorization(
         }
         let id = match tx {
             Some(id) => id,
-            None => match state
-                .oidc
-                .transactions
-                .start(&ctx.browser, Some(req.clone()), None)
-            {
-                Some(id) => id,
-                None => return html::error_page("could not start the consent"),
-            },
+            None => {
+                match state
+                    .oidc
+                    .transactions
+                    .start(ctx.ip, &ctx.browser, Some(req.clone()), None)
+                {
+                    Some(id) => id,
+                    None => return html::error_page("could not start the consent"),
+                }
+            }
         };
         state.oidc.transactions.set_session(&id, &session.id);
         return redirect(&format!("{}?tx={id}", oidc_path(&state, "/consent")));
@@ -615,9 +617,12 @@ fn login_route(
             |q: Vec<(String, String)>, state: State, ctx: Ctx| async move {
                 // Without a transaction (a direct visit), start one for a plain sign-in.
                 let tx = first(&q, "tx").filter(|t| state.oidc.transactions.get(t).is_some());
-                let Some(tx) =
-                    tx.or_else(|| state.oidc.transactions.start(&ctx.browser, None, None))
-                else {
+                let Some(tx) = tx.or_else(|| {
+                    state
+                        .oidc
+                        .transactions
+                        .start(ctx.ip, &ctx.browser, None, None)
+                }) else {
                     return html::error_page("could not start the sign-in");
                 };
                 let Some(t) = state.oidc.transactions.get(&tx) else {
@@ -1168,6 +1173,7 @@ async fn logout(
         .is_some_and(|h| session.as_ref().is_none_or(|s| s.user_id == h.sub));
     if !trusted {
         let Some(tx) = state.oidc.transactions.start(
+            ctx.ip,
             &ctx.browser,
             None,
             Some(LogoutTx {
@@ -1284,7 +1290,7 @@ fn register_route(
             let res = match state
                 .oidc
                 .transactions
-                .start(&ctx.browser, None, None)
+                .start(ctx.ip, &ctx.browser, None, None)
                 .and_then(|tx| state.oidc.transactions.get(&tx).map(|t| (tx, t)))
             {
                 Some((tx, t)) => html::register_page(

@@ -19,6 +19,7 @@ pub struct Tx {
     /// SHA-256 of the browser binding cookie the transaction belongs to: its
     /// forms are accepted only from that browser (no login CSRF).
     browser: [u8; 32],
+    ip: IpAddr,
     pub request: Option<AuthRequest>,
     /// The session the user signed in with during this transaction.
     pub session_id: Option<String>,
@@ -34,6 +35,7 @@ pub struct LogoutTx {
 
 const TX_TTL: Duration = Duration::from_secs(15 * 60);
 const TX_MAX: usize = 20_000;
+const TX_PER_IP: usize = 200;
 
 #[derive(Default)]
 pub struct Transactions {
@@ -48,6 +50,7 @@ impl Transactions {
     /// Starts a transaction; returns its id.
     pub fn start(
         &self,
+        ip: IpAddr,
         browser: &str,
         request: Option<AuthRequest>,
         logout: Option<LogoutTx>,
@@ -58,6 +61,14 @@ impl Transactions {
             return None;
         }
         let mut map = self.map.lock().ok()?;
+        // One address cannot crowd out everyone else's sign-ins.
+        let mine = map
+            .values()
+            .filter(|t| t.ip == ip && t.created.elapsed() < TX_TTL)
+            .count();
+        if mine >= TX_PER_IP {
+            return None;
+        }
         if map.len() >= TX_MAX {
             map.retain(|_, t| t.created.elapsed() < TX_TTL);
             if map.len() >= TX_MAX {
@@ -77,6 +88,7 @@ impl Transactions {
             Tx {
                 csrf,
                 browser,
+                ip,
                 request,
                 session_id: None,
                 logout,
@@ -244,6 +256,11 @@ impl EventBudget {
         if map.len() > 50_000 {
             let window = self.window;
             map.retain(|_, (start, _)| start.elapsed() < window);
+            if map.len() > 50_000 {
+                // A flood from many addresses: memory stays bounded; the
+                // counts start again (events stay bounded per window and key).
+                map.clear();
+            }
         }
         let entry = map
             .entry((ip, reason.to_string(), client.to_string()))
@@ -270,7 +287,8 @@ mod tests {
     #[test]
     fn transactions_are_one_time_and_bound_to_csrf_and_browser() {
         let t = Transactions::default();
-        let id = t.start("browser-a", None, None).unwrap();
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let id = t.start(ip, "browser-a", None, None).unwrap();
         let csrf = t.get(&id).unwrap().csrf;
         assert!(t.check(&id, "forged", "browser-a").is_none());
         assert!(
@@ -283,6 +301,14 @@ mod tests {
             t.take_checked(&id, &csrf, "browser-a").is_none(),
             "taken transactions are gone"
         );
+        for _ in 0..TX_PER_IP {
+            assert!(t.start(ip, "b", None, None).is_some());
+        }
+        assert!(
+            t.start(ip, "b", None, None).is_none(),
+            "one address has a cap"
+        );
+        assert!(t.start([192, 0, 2, 2].into(), "b", None, None).is_some());
     }
 
     #[test]
