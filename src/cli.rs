@@ -44,6 +44,65 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage clients (relying parties).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its client_id and, for a confidential client,
+    /// its secret (shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Repeatable.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Repeatable: authorization_code, refresh_token, client_credentials
+        /// (default: authorization_code and refresh_token).
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// A public client (no secret; PKCE only).
+        #[arg(long)]
+        public: bool,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// `native` for apps using loopback or private-use scheme redirects.
+        #[arg(long = "application-type")]
+        application_type: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List clients.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one client.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Issue a new secret (shown once); the old one stops at once, or after
+    /// --grace-seconds.
+    RotateSecret {
+        id: String,
+        #[arg(long = "grace-seconds")]
+        grace_seconds: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a client; its tokens stop working.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +206,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Client { command } => client_command(&config, command).await,
         Command::Keys {
             command: KeysCommand::Rotate { alg, remote },
         } => {
@@ -253,6 +313,189 @@ fn remote_target(config: &Config, remote: &Remote) -> Result<(String, String), C
         }
     };
     Ok((url, token))
+}
+
+/// Runs `f` against an admin API: the running server's when it holds the store,
+/// otherwise an instance of the server started in this process on a loopback
+/// port over the data directory (so both paths run the same code), stopped after.
+async fn with_admin_api<T, F, Fut>(config: &Config, remote: &Remote, f: F) -> Result<T, CliError>
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    match app::open_store(config, None, app::OpenMode::Create) {
+        Err(StartError::DataDirInUse(_)) => {
+            let (url, token) = remote_target(config, remote)?;
+            eprintln!(
+                "authlog: the store is locked by a running server; going through its admin API at {url}"
+            );
+            f(url, token).await
+        }
+        Err(e) => Err(e.into()),
+        Ok(store) => {
+            drop(store);
+            eprintln!(
+                "authlog: no server holds the store; working on the data directory {} directly",
+                config.data_dir.display()
+            );
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            let url = format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map_err(|e| CliError::Other(e.to_string()))?
+            );
+            let app = Application::build_on(config.clone(), Some(listener), |s| s).await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(app.run_until(async {
+                let _ = stopped.await;
+            }));
+            let (_, token) = remote_target(config, remote)?;
+            let out = f(url, token).await;
+            let _ = stop.send(());
+            let _ = server.await;
+            out
+        }
+    }
+}
+
+async fn admin_call(
+    url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, CliError> {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let res = req
+        .send()
+        .await
+        .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(CliError::Other(format!("{path}: {status}: {text}")));
+    }
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| CliError::Other(format!("{path}: {e}")))
+}
+
+async fn client_command(config: &Config, command: ClientCommand) -> Result<(), CliError> {
+    use reqwest::Method;
+    let print =
+        |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match command {
+        ClientCommand::Create {
+            name,
+            redirect_uris,
+            grant_types,
+            public,
+            scope,
+            application_type,
+            remote,
+        } => {
+            let mut body = serde_json::json!({"client_name": name, "redirect_uris": redirect_uris});
+            if let Some(o) = body.as_object_mut() {
+                if !grant_types.is_empty() {
+                    o.insert("grant_types".into(), grant_types.clone().into());
+                }
+                if public {
+                    o.insert("token_endpoint_auth_method".into(), "none".into());
+                }
+                if let Some(s) = scope {
+                    o.insert("scope".into(), s.into());
+                }
+                if let Some(a) = application_type {
+                    o.insert("application_type".into(), a.into());
+                }
+            }
+            let v = with_admin_api(config, &remote, |url, token| async move {
+                admin_call(&url, &token, Method::POST, "/admin/clients", Some(body)).await
+            })
+            .await?;
+            println!("client_id: {}", v["client_id"].as_str().unwrap_or_default());
+            if let Some(secret) = v["client_secret"].as_str() {
+                println!("client_secret: {secret}");
+                eprintln!("authlog: the secret is shown this once; only its hash is kept");
+            }
+            Ok(())
+        }
+        ClientCommand::List { remote } => {
+            let v = with_admin_api(config, &remote, |url, token| async move {
+                let mut all = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let path = match &after {
+                        Some(a) => format!("/admin/clients?limit=200&after={a}"),
+                        None => "/admin/clients?limit=200".to_string(),
+                    };
+                    let page = admin_call(&url, &token, Method::GET, &path, None).await?;
+                    all.extend(page["clients"].as_array().cloned().unwrap_or_default());
+                    match page["next"].as_str() {
+                        Some(n) => after = Some(n.to_string()),
+                        None => break,
+                    }
+                }
+                Ok(all)
+            })
+            .await?;
+            for c in &v {
+                println!(
+                    "{}\t{}\t{}",
+                    c["client_id"].as_str().unwrap_or_default(),
+                    c["token_endpoint_auth_method"].as_str().unwrap_or_default(),
+                    c["client_name"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Show { id, remote } => {
+            let path = format!("/admin/clients/{id}");
+            let v = with_admin_api(config, &remote, |url, token| async move {
+                admin_call(&url, &token, Method::GET, &path, None).await
+            })
+            .await?;
+            print(&v);
+            Ok(())
+        }
+        ClientCommand::RotateSecret {
+            id,
+            grace_seconds,
+            remote,
+        } => {
+            let path = format!("/admin/clients/{id}/secret");
+            let body = serde_json::json!({"grace_seconds": grace_seconds.unwrap_or(0)});
+            let v = with_admin_api(config, &remote, |url, token| async move {
+                admin_call(&url, &token, Method::POST, &path, Some(body)).await
+            })
+            .await?;
+            println!(
+                "client_secret: {}",
+                v["client_secret"].as_str().unwrap_or_default()
+            );
+            eprintln!("authlog: the secret is shown this once; only its hash is kept");
+            Ok(())
+        }
+        ClientCommand::Delete { id, remote } => {
+            let path = format!("/admin/clients/{id}");
+            with_admin_api(config, &remote, |url, token| async move {
+                admin_call(&url, &token, Method::DELETE, &path, None).await
+            })
+            .await?;
+            println!("deleted {id}");
+            Ok(())
+        }
+    }
 }
 
 /// `keys rotate` on a stopped server: the same `key.generated` the server

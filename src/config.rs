@@ -88,6 +88,12 @@ pub struct Config {
 pub struct RegistrationConfig {
     /// Self-registration at `/oidc/register`.
     pub enabled: bool,
+    /// RFC 7591 initial access tokens for `/oidc/oauth2/register`.
+    #[serde(default)]
+    pub initial_access_tokens: Vec<Secret>,
+    /// Dynamic client registration without an initial access token
+    /// (rate-limited per IP). Off by default.
+    pub open_dynamic: bool,
 }
 
 /// Lifetimes in seconds, and what access tokens are for.
@@ -168,6 +174,8 @@ wait_ms = 5000
 
 [registration]
 enabled = false
+initial_access_tokens = []
+open_dynamic = false
 
 [tokens]
 code_ttl_s = 60
@@ -205,6 +213,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     (
         "AUTHLOG_REGISTRATION_ENABLED",
         "registration.enabled",
+        Kind::Bool,
+    ),
+    (
+        "AUTHLOG_REGISTRATION_OPEN_DYNAMIC",
+        "registration.open_dynamic",
         Kind::Bool,
     ),
     ("AUTHLOG_TOKENS_AUDIENCE", "tokens.audience", Kind::Str),
@@ -295,6 +308,14 @@ impl Config {
             if name.starts_with("AUTHLOG_TEST_") {
                 continue;
             }
+            if name == "AUTHLOG_REGISTRATION_INITIAL_ACCESS_TOKEN" {
+                if let Some(toml::Value::Table(reg)) = table.get_mut("registration")
+                    && let Some(toml::Value::Array(tokens)) = reg.get_mut("initial_access_tokens")
+                {
+                    tokens.push(toml::Value::String(value.clone()));
+                }
+                continue;
+            }
             if name == "AUTHLOG_ADMIN_TOKEN" {
                 let mut token = toml::Table::new();
                 token.insert("name".into(), toml::Value::String("default".into()));
@@ -309,6 +330,7 @@ impl Config {
             let Some((_, key, kind)) = ENV_KEYS.iter().find(|(n, _, _)| n == name) else {
                 let mut known: Vec<&str> = ENV_KEYS.iter().map(|(n, _, _)| *n).collect();
                 known.push("AUTHLOG_ADMIN_TOKEN");
+                known.push("AUTHLOG_REGISTRATION_INITIAL_ACCESS_TOKEN");
                 return Err(ConfigError::UnknownEnv(name.clone(), known.join(", ")));
             };
             let v = match kind {

@@ -6,6 +6,7 @@ mod support;
 
 mod browser;
 mod cli;
+mod clients;
 mod contract;
 mod crash;
 mod interop;

@@ -328,11 +328,32 @@ pub fn validate_client(
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
     for g in &grant_types {
-        if !matches!(g.as_str(), "authorization_code" | "refresh_token") {
-            return Err(bad(format!("grant type {g} is not supported")));
+        if !matches!(
+            g.as_str(),
+            "authorization_code" | "refresh_token" | "client_credentials"
+        ) {
+            return Err(bad(format!(
+                "grant type {} is not supported",
+                g.chars().take(64).collect::<String>()
+            )));
         }
     }
-    let response_types = req.response_types.unwrap_or_else(|| vec!["code".into()]);
+    if grant_types.is_empty() {
+        return Err(bad("grant_types is empty".into()));
+    }
+    let user_flow = grant_types.iter().any(|g| g == "authorization_code");
+    if grant_types.iter().any(|g| g == "refresh_token") && !user_flow {
+        return Err(bad("refresh_token goes with authorization_code".into()));
+    }
+    if grant_types.iter().any(|g| g == "client_credentials") && method == "none" {
+        return Err(bad("client_credentials needs a confidential client (a token_endpoint_auth_method other than none)".into()));
+    }
+    let default_response = if user_flow {
+        vec!["code".to_string()]
+    } else {
+        vec![]
+    };
+    let response_types = req.response_types.unwrap_or(default_response);
     if response_types.iter().any(|r| r != "code") {
         return Err(bad("only the code response type is supported".into()));
     }
@@ -341,6 +362,12 @@ pub fn validate_client(
     {
         return Err(bad(
             "the authorization_code grant goes with the code response type".into(),
+        ));
+    }
+    if !user_flow && !(req.redirect_uris.is_empty() && req.post_logout_redirect_uris.is_empty()) {
+        return Err((
+            "invalid_redirect_uri",
+            "a client without the authorization_code grant has no redirect URIs".into(),
         ));
     }
     if req.redirect_uris.is_empty() && response_types.iter().any(|r| r == "code") {
@@ -399,45 +426,58 @@ pub fn validate_client(
     })
 }
 
-async fn create_client(
-    state: State,
-    token: String,
-    body: ClientRequest,
-) -> Result<Response, warp::Rejection> {
-    let metadata = match validate_client(body, true) {
-        Ok(m) => m,
-        Err((code, d)) => return Ok(metadata_error(code, &d)),
-    };
+/// A registered client's one-time secrets.
+pub struct Registered {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub registration_access_token: Option<String>,
+}
+
+/// Registers a client (`client.registered`, claimed with no stream). Secrets are
+/// generated here, 256 bits, and kept only as SHA-256 hashes in the sealed sidecar.
+pub async fn register_client(
+    state: &State,
+    actor: Actor,
+    metadata: ClientMetadata,
+    via: ClientRegisteredVia,
+) -> Result<Registered, ApiError> {
     if metadata.id_token_signed_response_alg != state.config.keys.algorithm {
-        service::ensure_signing_key(&state, &metadata.id_token_signed_response_alg).await?;
+        service::ensure_signing_key(state, &metadata.id_token_signed_response_alg).await?;
     }
     let client_id = service::new_id();
     let confidential = metadata.token_endpoint_auth_method != "none";
-    let secret = if confidential {
+    let client_secret = if confidential {
         Some(service::random_client_secret()?)
     } else {
         None
     };
-    let sealed = match &secret {
-        Some(s) => Some(
+    let registration_access_token = if via == ClientRegisteredVia::DynamicRegistration {
+        Some(service::random_client_secret()?)
+    } else {
+        None
+    };
+    let sealed = if client_secret.is_some() || registration_access_token.is_some() {
+        Some(
             serde_json::to_vec(&ClientSecret {
-                secret_sha256: hex_sha256(s),
+                secret_sha256: client_secret.as_deref().map(hex_sha256).unwrap_or_default(),
+                registration_sha256: registration_access_token.as_deref().map(hex_sha256),
                 previous_sha256: None,
             })
             .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ),
-        None => None,
+        )
+    } else {
+        None
     };
     let stream = format!("client-{client_id}");
     let d = data::ClientRegistered {
         client_id: client_id.clone(),
         metadata,
-        registered_via: ClientRegisteredVia::Admin,
+        registered_via: via,
         client_secret_expires_at: confidential.then_some(0),
     };
-    let env = service::draft(&stream, admin(token), &d, None)?.client(client_id.clone());
+    let env = service::draft(&stream, actor, &d, None)?.client(client_id.clone());
     match service::commit(
-        &state,
+        state,
         &stream,
         Expected::NoStream,
         vec![Draft {
@@ -447,22 +487,184 @@ async fn create_client(
     )
     .await
     {
-        Ok(_) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Err(ApiError::Internal("client id collision".into()).into());
-        }
-        Err(e) => return Err(ApiError::from(e).into()),
+        Ok(_) => Ok(Registered {
+            client_id,
+            client_secret,
+            registration_access_token,
+        }),
+        Err(StoreError::Conflict { .. }) => Err(ApiError::Internal("client id collision".into())),
+        Err(e) => Err(ApiError::from(e)),
     }
+}
+
+async fn create_client(
+    state: State,
+    token: String,
+    body: ClientRequest,
+) -> Result<Response, warp::Rejection> {
+    let metadata = match validate_client(body, true) {
+        Ok(m) => m,
+        Err((code, d)) => return Ok(metadata_error(code, &d)),
+    };
+    let reg = register_client(&state, admin(token), metadata, ClientRegisteredVia::Admin).await?;
     let views = state.views.read().await;
-    let c = views.clients.get(&client_id).ok_or(ApiError::Internal(
+    let c = views.clients.get(&reg.client_id).ok_or(ApiError::Internal(
         "the new client is not in the views".into(),
     ))?;
     let mut out = client_json(c);
-    if let (Some(s), Some(o)) = (secret, out.as_object_mut()) {
+    if let (Some(s), Some(o)) = (reg.client_secret, out.as_object_mut()) {
         // Shown once; only its SHA-256 is kept, sealed.
         o.insert("client_secret".into(), s.into());
     }
     Ok(json_status(out, StatusCode::CREATED))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /admin/clients?after=ID&limit=N`: clients in id order, a page at a time;
+/// `next` is the cursor for the following page (stable while clients are added).
+async fn list_clients(state: State, page: Page) -> Result<Response, warp::Rejection> {
+    let limit = page.limit.unwrap_or(50).clamp(1, 200);
+    let views = state.views.read().await;
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    let mut next = None;
+    for c in views.clients.iter().filter(|c| {
+        page.after
+            .as_ref()
+            .is_none_or(|a| c.client_id.as_str() > a.as_str())
+    }) {
+        if items.len() == limit {
+            next = items
+                .last()
+                .and_then(|v| v["client_id"].as_str().map(str::to_string));
+            break;
+        }
+        items.push(client_json(c));
+    }
+    Ok(json_status(
+        json!({"clients": items, "next": next}),
+        StatusCode::OK,
+    ))
+}
+
+/// `PUT /admin/clients/{id}`: replaces all metadata (`client.updated`).
+pub async fn update_client(
+    state: &State,
+    actor: Actor,
+    id: &str,
+    body: ClientRequest,
+    admin_call: bool,
+) -> Result<Response, ApiError> {
+    let skip_given = body.skip_consent.is_some();
+    let metadata = match validate_client(body, admin_call) {
+        Ok(m) => m,
+        Err((code, d)) => return Ok(metadata_error(code, &d)),
+    };
+    if metadata.id_token_signed_response_alg != state.config.keys.algorithm {
+        service::ensure_signing_key(state, &metadata.id_token_signed_response_alg).await?;
+    }
+    let stream = format!("client-{id}");
+    service::change_client(state, id, |c| {
+        let mut m = metadata.clone();
+        if !admin_call || !skip_given {
+            // skip_consent is the administrator's to set; other paths keep it.
+            m.skip_consent = c.metadata.skip_consent;
+        }
+        let d = data::ClientUpdated {
+            client_id: c.client_id.clone(),
+            metadata: m,
+        };
+        Ok(vec![Draft {
+            envelope: service::draft(&stream, actor.clone(), &d, None)?.client(c.client_id.clone()),
+            secret: None,
+        }])
+    })
+    .await?;
+    let views = state.views.read().await;
+    let c = views.clients.get(id).ok_or(ApiError::NotFound)?;
+    Ok(json_status(client_json(c), StatusCode::OK))
+}
+
+/// `DELETE /admin/clients/{id}`: `client.deleted`; its tokens stop working at once.
+pub async fn delete_client(state: &State, actor: Actor, id: &str) -> Result<(), ApiError> {
+    let stream = format!("client-{id}");
+    service::change_client(state, id, |c| {
+        let d = data::ClientDeleted {
+            client_id: c.client_id.clone(),
+        };
+        Ok(vec![Draft {
+            envelope: service::draft(&stream, actor.clone(), &d, None)?.client(c.client_id.clone()),
+            secret: None,
+        }])
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    /// Seconds the old secret keeps working; absent or 0: it stops at once.
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// `POST /admin/clients/{id}/secret`: a new secret, shown once.
+async fn rotate_secret(
+    state: State,
+    token: String,
+    id: String,
+    body: bytes::Bytes,
+) -> Result<Response, warp::Rejection> {
+    let req: RotateSecret = if body.is_empty() {
+        RotateSecret::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?
+    };
+    let grace = req.grace_seconds.unwrap_or(0);
+    if !(0..=30 * 86_400).contains(&grace) {
+        return Err(ApiError::InvalidRequest("grace_seconds is 0 to 2592000".into()).into());
+    }
+    let secret = service::random_client_secret()?;
+    let stream = format!("client-{id}");
+    let actor = admin(token);
+    service::change_client(&state, &id, |c| {
+        if c.metadata.token_endpoint_auth_method == "none" {
+            return Err(ApiError::InvalidRequest(
+                "a public client has no secret".into(),
+            ));
+        }
+        let old = service::client_secrets(&state, c);
+        let sealed = ClientSecret {
+            secret_sha256: hex_sha256(&secret),
+            registration_sha256: old.as_ref().and_then(|o| o.registration_sha256.clone()),
+            previous_sha256: (grace > 0)
+                .then(|| old.as_ref().map(|o| o.secret_sha256.clone()))
+                .flatten(),
+        };
+        let d = data::ClientSecretRotated {
+            client_id: c.client_id.clone(),
+            previous_valid_until: (grace > 0).then(|| service::now().plus_seconds(grace)),
+            client_secret_expires_at: 0,
+        };
+        Ok(vec![Draft {
+            envelope: service::draft(&stream, actor.clone(), &d, None)?.client(c.client_id.clone()),
+            secret: Some(
+                serde_json::to_vec(&sealed).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+        }])
+    })
+    .await?;
+    Ok(json_status(
+        json!({"client_id": id, "client_secret": secret, "client_secret_expires_at": 0}),
+        StatusCode::OK,
+    ))
 }
 
 async fn get_client(id: String, state: State) -> Result<Response, warp::Rejection> {
@@ -565,8 +767,42 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
     let get_client = warp::path!("admin" / "clients" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(admin_auth(state))
+        .and(admin_auth(state.clone()))
         .and_then(|id, state, _token: String| get_client(id, state));
+    let list_clients = warp::path!("admin" / "clients")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(warp::query::<Page>())
+        .and_then(|state, _token: String, page| list_clients(state, page));
+    let put_client = warp::path!("admin" / "clients" / String)
+        .and(warp::put())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(json_body::<ClientRequest>(limit))
+        .and_then(|id: String, state: State, token: String, body| async move {
+            update_client(&state, admin(token), &id, body, true)
+                .await
+                .map_err(warp::reject::custom)
+        });
+    let delete = warp::path!("admin" / "clients" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and_then(|id: String, state: State, token: String| async move {
+            delete_client(&state, admin(token), &id)
+                .await
+                .map_err(warp::reject::custom)?;
+            let mut res = Response::new(Default::default());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            Ok::<_, warp::Rejection>(res)
+        });
+    let rotate_secret = warp::path!("admin" / "clients" / String / "secret")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and(super::bounded_body(limit))
+        .and_then(|id, state, token, body| rotate_secret(state, token, id, body));
     rotate
         .or(list_keys)
         .unify()
@@ -579,6 +815,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .or(create_client)
         .unify()
         .or(get_client)
+        .unify()
+        .or(list_clients)
+        .unify()
+        .or(put_client)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(rotate_secret)
         .unify()
 }
 

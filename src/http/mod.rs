@@ -125,6 +125,9 @@ fn route_label(path: &str) -> &'static str {
         "/oidc/.well-known/jwks.json" => "jwks",
         "/oidc/oauth2/auth" => "authorize",
         "/oidc/oauth2/token" => "token",
+        "/oidc/oauth2/introspect" => "introspect",
+        "/oidc/oauth2/revoke" => "revoke",
+        p if p.starts_with("/oidc/oauth2/register") => "registration",
         "/oidc/userinfo" => "userinfo",
         "/oidc/oauth2/sessions/logout" => "logout",
         "/oidc/login" => "login",
@@ -161,6 +164,7 @@ pub fn routes(
                 .or(admin::events(state.clone()))
                 .or(admin::store_check(state.clone()))
                 .or(oidc::routes(state.clone()))
+                .or(registration::routes(state.clone()))
                 .or(admin_api::routes(state)),
         )
         .recover(error::recover)
@@ -172,3 +176,4 @@ pub fn routes(
 }
 pub mod admin_api;
 pub mod oidc;
+pub mod registration;

@@ -17,7 +17,7 @@ use crate::oidc::html;
 use crate::oidc::request::{self, AuthError, AuthRequest, ResponseMode};
 use crate::oidc::runtime::LogoutTx;
 use crate::oidc::service::{self, Ctx, LoginOutcome, RegisterError, TokenError};
-use crate::oidc::tokens::{AccessClaims, IdClaims};
+use crate::oidc::tokens::IdClaims;
 
 /// Every POST body under /oidc is at most this large.
 pub const FORM_LIMIT: u64 = 16 * 1024;
@@ -262,7 +262,12 @@ fn discovery(state: State) -> impl Filter<Extract = (Response,), Error = warp::R
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query", "form_post"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "registration_endpoint": format!("{iss}/oauth2/register"),
+            "introspection_endpoint": format!("{iss}/oauth2/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint": format!("{iss}/oauth2/revoke"),
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": algs,
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -306,6 +311,8 @@ fn jwks(state: State) -> impl Filter<Extract = (Response,), Error = warp::Reject
 /// credentials.
 fn preflight() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("oidc" / "oauth2" / "token")
+        .or(warp::path!("oidc" / "oauth2" / "revoke"))
+        .unify()
         .or(warp::path!("oidc" / "userinfo"))
         .unify()
         .or(warp::path!("oidc" / ".well-known" / "jwks.json"))
@@ -869,12 +876,15 @@ fn decode_basic(header: &str) -> Option<(String, String)> {
     Some((dec(id)?, dec(secret)?))
 }
 
-async fn token(
-    state: State,
-    ctx: Ctx,
+/// A client request to the token, introspection or revocation endpoint:
+/// repeated parameters refused, then the client authenticated with exactly one
+/// method, its registered one. Failures are the RFC 6749 §5.2 responses.
+async fn authenticated_client(
+    state: &State,
+    ctx: &Ctx,
     auth: Option<String>,
     pairs: Vec<(String, String)>,
-) -> Response {
+) -> Result<(Client, HashMap<String, String>, bool), Response> {
     let basic = auth
         .as_deref()
         .is_some_and(|a| a.to_ascii_lowercase().starts_with("basic "));
@@ -882,84 +892,84 @@ async fn token(
         .iter()
         .find(|(k, _)| pairs.iter().filter(|(x, _)| x == k).count() > 1)
     {
-        return token_error(
+        return Err(token_error(
             TokenError::new("invalid_request", format!("{name} appears more than once")),
             basic,
-        );
+        ));
     }
     let form: HashMap<String, String> = pairs.into_iter().collect();
     // Client authentication: exactly one method.
     let (client_id, secret, method) = match (&auth, form.get("client_secret")) {
         (Some(_), Some(_)) => {
-            return token_error(
+            return Err(token_error(
                 TokenError::new("invalid_request", "use one client authentication method"),
                 basic,
-            );
+            ));
         }
         (Some(h), None) if basic => match decode_basic(h) {
             Some((id, s)) => (id, Some(s), "client_secret_basic"),
             None => {
-                return token_error(
+                return Err(token_error(
                     TokenError {
                         status: 401,
                         error: "invalid_client",
                         description: "malformed Basic credentials".into(),
                     },
                     true,
-                );
+                ));
             }
         },
         (_, Some(s)) => match form.get("client_id") {
             Some(id) => (id.clone(), Some(s.clone()), "client_secret_post"),
             None => {
-                return token_error(
+                return Err(token_error(
                     TokenError::new("invalid_request", "client_id is missing"),
                     basic,
-                );
+                ));
             }
         },
         _ => match form.get("client_id") {
             Some(id) => (id.clone(), None, "none"),
             None => {
-                return token_error(
+                return Err(token_error(
                     TokenError {
                         status: 401,
                         error: "invalid_client",
                         description: "client authentication is missing".into(),
                     },
                     basic,
-                );
+                ));
             }
         },
     };
     if basic && form.get("client_id").is_some_and(|id| *id != client_id) {
-        return token_error(
+        return Err(token_error(
             TokenError::new(
                 "invalid_request",
                 "client_id differs from the authenticated client",
             ),
             basic,
-        );
+        ));
     }
-    let Some(client) = lookup_client(&state, &client_id).await else {
+    let Some(client) = lookup_client(state, &client_id).await else {
         state
             .metrics
             .http_requests
             .with_label_values(&["token_unknown_client", "401"])
             .inc();
-        return token_error(
+        return Err(token_error(
             TokenError {
                 status: 401,
                 error: "invalid_client",
                 description: "client authentication failed".into(),
             },
             basic,
-        );
+        ));
     };
-    if let Err(reason) = service::authenticate_client(&state, &client, method, secret.as_deref()) {
+    if let Err(reason) = service::authenticate_client(state, &client, method, secret.as_deref()) {
         let cid = client.client_id.clone();
         let m = method.to_string();
-        service::record_failure(&state, &ctx, reason, &client.client_id, || {
+        service::record_failure(state, ctx, reason, &client.client_id, || {
             let d = data::ClientAuthenticationFailed {
                 client_id: cid.clone(),
                 method: m,
@@ -971,26 +981,134 @@ async fn token(
                     id: cid.clone(),
                 },
                 &d,
-                Some(&ctx),
+                Some(ctx),
             )?
             .client(cid.clone())
             .failure(reason);
             Ok((format!("client-{cid}"), env))
         })
         .await;
-        return token_error(
+        return Err(token_error(
             TokenError {
                 status: 401,
                 error: "invalid_client",
                 description: "client authentication failed".into(),
             },
             basic,
-        );
+        ));
     }
+    Ok((client, form, basic))
+}
+
+async fn token(
+    state: State,
+    ctx: Ctx,
+    auth: Option<String>,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let (client, form, basic) = match authenticated_client(&state, &ctx, auth, pairs).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
     match service::exchange(&state, &ctx, &client, &form).await {
         Ok(t) => cors(no_store(warp::reply::json(&t).into_response())),
         Err(e) => token_error(e, basic),
     }
+}
+
+/// RFC 7662 introspection, for authenticated clients (resource servers).
+async fn introspect(
+    state: State,
+    ctx: Ctx,
+    auth: Option<String>,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let (client, form, basic) = match authenticated_client(&state, &ctx, auth, pairs).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    if client.metadata.token_endpoint_auth_method == "none" {
+        return token_error(
+            TokenError {
+                status: 401,
+                error: "invalid_client",
+                description: "introspection is for confidential clients".into(),
+            },
+            basic,
+        );
+    }
+    let Some(token) = form.get("token") else {
+        return json_error(400, "invalid_request", "token is missing");
+    };
+    let answer = service::introspect(&state, token).await;
+    let label = if answer["active"] == true {
+        "active"
+    } else {
+        "inactive"
+    };
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&["introspection", label])
+        .inc();
+    no_store(warp::reply::json(&answer).into_response())
+}
+
+/// RFC 7009 revocation: 200 whether or not there was anything to revoke.
+async fn revoke(
+    state: State,
+    ctx: Ctx,
+    auth: Option<String>,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let (client, form, basic) = match authenticated_client(&state, &ctx, auth, pairs).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let Some(token) = form.get("token") else {
+        return token_error(
+            TokenError::new("invalid_request", "token is missing"),
+            basic,
+        );
+    };
+    let hint = form.get("token_type_hint").map(String::as_str);
+    if let Some(h) = hint
+        && h != "access_token"
+        && h != "refresh_token"
+    {
+        return token_error(
+            TokenError::new(
+                "unsupported_token_type",
+                "token_type_hint is access_token or refresh_token",
+            ),
+            basic,
+        );
+    }
+    match service::revoke(&state, &ctx, &client, token, hint).await {
+        Ok(_) => cors(no_store(Response::new(Default::default()))),
+        Err(e) => token_error(e.into(), basic),
+    }
+}
+
+fn client_endpoint<F, Fut>(
+    state: State,
+    path: &'static str,
+    handler: F,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(State, Ctx, Option<String>, Vec<(String, String)>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send,
+{
+    warp::path("oidc")
+        .and(warp::path("oauth2"))
+        .and(warp::path(path))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(ctx(state))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(form())
+        .then(handler)
 }
 
 fn token_route(
@@ -1043,35 +1161,14 @@ async fn userinfo(state: State, auth: Option<String>, body: Vec<(String, String)
             return res;
         }
     };
-    let Some(claims) = service::verify::<AccessClaims>(
-        &state,
-        &token,
-        Some("at+jwt"),
-        Some(&state.config.tokens.audience),
-        true,
-    )
-    .await
-    else {
+    let Some(claims) = service::active_access_token(&state, &token).await else {
         return bearer_error(
             "invalid_token",
-            "the access token is invalid or expired",
+            "the access token is invalid, expired or revoked",
             StatusCode::UNAUTHORIZED,
         );
     };
     let views = state.views.read().await;
-    let t = service::now();
-    let active = claims
-        .gid
-        .as_ref()
-        .and_then(|g| views.grants.get(g))
-        .is_some_and(|g| g.access_token_active(&claims.jti, t));
-    if !active {
-        return bearer_error(
-            "invalid_token",
-            "the access token was revoked",
-            StatusCode::UNAUTHORIZED,
-        );
-    }
     let Some(user) = views.users.get(&claims.sub).filter(|u| u.enabled) else {
         return bearer_error(
             "invalid_token",
@@ -1366,6 +1463,10 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .or(consent_route(state.clone()))
         .unify()
         .or(token_route(state.clone()))
+        .unify()
+        .or(client_endpoint(state.clone(), "introspect", introspect))
+        .unify()
+        .or(client_endpoint(state.clone(), "revoke", revoke))
         .unify()
         .or(userinfo_route(state.clone()))
         .unify()

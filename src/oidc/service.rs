@@ -1028,6 +1028,17 @@ pub async fn exchange(
     form: &std::collections::HashMap<String, String>,
 ) -> Result<TokenResponse, TokenError> {
     let grant_type = form.get("grant_type").map(String::as_str);
+    if grant_type == Some("client_credentials") {
+        return client_credentials(state, ctx, client, form).await;
+    }
+    if let Some(g @ ("authorization_code" | "refresh_token")) = grant_type
+        && !client.metadata.grant_types.iter().any(|x| x == g)
+    {
+        return Err(TokenError::new(
+            "unauthorized_client",
+            "this client may not use this grant type",
+        ));
+    }
     let (grant_id, refresh_presented) = match grant_type {
         Some("authorization_code") => {
             let code = form
@@ -1318,7 +1329,14 @@ async fn tokens_for(
 
 #[derive(Serialize, serde::Deserialize)]
 pub struct ClientSecret {
+    /// Empty for public clients (which have a sidecar only for their
+    /// registration access token).
+    #[serde(default)]
     pub secret_sha256: String,
+    /// RFC 7592: the hash of the registration access token, for clients
+    /// registered dynamically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_sha256: Option<String>,
 }
@@ -1355,7 +1373,8 @@ pub fn authenticate_client(
         return Err("secret_expired");
     }
     let presented = grant::hex_sha256(secret);
-    let current = ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes());
+    let current = !stored.secret_sha256.is_empty()
+        && ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes());
     let previous = stored
         .previous_sha256
         .as_ref()
@@ -1603,4 +1622,318 @@ pub async fn revoke_user_grants(
         }
     }
     Ok(())
+}
+
+// ---- client credentials, introspection, revocation ----------------------------------------
+
+/// The `sub` of tokens a client gets for itself: never a user's (user ids are
+/// bare UUIDs), RFC 9068 §2.2.
+pub fn client_subject(client_id: &str) -> String {
+    format!("client:{client_id}")
+}
+
+/// RFC 6749 §4.4: confidential clients only; an access token only; scopes
+/// within those registered (user scopes such as `openid` make no sense here).
+pub async fn client_credentials(
+    state: &AppState,
+    ctx: &Ctx,
+    client: &Client,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<TokenResponse, TokenError> {
+    if client.metadata.token_endpoint_auth_method == "none" {
+        return Err(TokenError::new(
+            "unauthorized_client",
+            "public clients cannot use client_credentials",
+        ));
+    }
+    if !client
+        .metadata
+        .grant_types
+        .iter()
+        .any(|g| g == "client_credentials")
+    {
+        return Err(TokenError::new(
+            "unauthorized_client",
+            "this client may not use client_credentials",
+        ));
+    }
+    let registered: Vec<&str> = client
+        .metadata
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let user_scopes = ["openid", "profile", "email", "offline_access"];
+    let scopes: Vec<String> = match form.get("scope") {
+        Some(req) => {
+            let req: Vec<String> = req
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if req.is_empty() {
+                return Err(TokenError::new("invalid_scope", "scope is empty"));
+            }
+            if let Some(bad) = req
+                .iter()
+                .find(|s| !registered.contains(&s.as_str()) || user_scopes.contains(&s.as_str()))
+            {
+                return Err(TokenError::new(
+                    "invalid_scope",
+                    format!(
+                        "scope {} is not available to this client",
+                        bad.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+            req
+        }
+        None => registered
+            .iter()
+            .filter(|s| !user_scopes.contains(s))
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let t = now();
+    let cfg = &state.config.tokens;
+    let grant_id = new_id();
+    let d = data::TokenGranted {
+        grant_id: grant_id.clone(),
+        grant_type: data::GrantType::ClientCredentials,
+        client_id: client.client_id.clone(),
+        user_id: None,
+        scopes: scopes.clone(),
+        access_token_id: new_id(),
+        access_token_expires_at: t.plus_seconds(cfg.access_ttl_s),
+        refresh_token_id: None,
+        refresh_token_expires_at: None,
+        id_token: false,
+        consumed_code_id: None,
+        consumed_refresh_token_id: None,
+    };
+    let stream = format!("grant-{grant_id}");
+    let actor = Actor {
+        kind: ActorKind::Client,
+        id: client.client_id.clone(),
+    };
+    let env = draft(&stream, actor, &d, Some(ctx))?
+        .client(client.client_id.clone())
+        .subject(client_subject(&client.client_id));
+    commit(
+        state,
+        &stream,
+        Expected::NoStream,
+        vec![Draft {
+            envelope: env,
+            secret: None,
+        }],
+    )
+    .await
+    .map_err(|e| TokenError::from(internal(e)))?;
+    let scope = scopes.join(" ");
+    let claims = AccessClaims {
+        iss: state.config.issuer.clone(),
+        sub: client_subject(&client.client_id),
+        aud: cfg.audience.clone(),
+        exp: d.access_token_expires_at.unix_seconds(),
+        iat: t.unix_seconds(),
+        jti: d.access_token_id.clone(),
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time: None,
+        gid: Some(grant_id),
+        sid: None,
+    };
+    let alg = state.config.keys.algorithm.clone();
+    let access_token = sign(state, &alg, "at+jwt", claims).await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: cfg.access_ttl_s,
+        scope,
+        id_token: None,
+        refresh_token: None,
+    })
+}
+
+/// The claims of an access token that is live right now: signed by us, of
+/// type `at+jwt`, for our resource audience, unexpired, its grant not revoked
+/// and its client not deleted.
+pub async fn active_access_token(state: &AppState, token: &str) -> Option<AccessClaims> {
+    let claims = verify::<AccessClaims>(
+        state,
+        token,
+        Some("at+jwt"),
+        Some(&state.config.tokens.audience),
+        true,
+    )
+    .await?;
+    let views = state.views.read().await;
+    let t = now();
+    let live = claims
+        .gid
+        .as_ref()
+        .and_then(|g| views.grants.get(g))
+        .is_some_and(|g| g.access_token_active(&claims.jti, t));
+    let client = views.clients.get(&claims.client_id).is_some();
+    (live && client).then_some(claims)
+}
+
+/// RFC 7662: what an authenticated client may learn about a token.
+pub async fn introspect(state: &AppState, token: &str) -> serde_json::Value {
+    match active_access_token(state, token).await {
+        Some(c) => serde_json::json!({
+            "active": true,
+            "scope": c.scope,
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "aud": c.aud,
+            "exp": c.exp,
+            "iat": c.iat,
+            "iss": c.iss,
+            "token_type": "Bearer",
+            "jti": c.jti,
+        }),
+        None => serde_json::json!({"active": false}),
+    }
+}
+
+/// RFC 7009: revokes `token` if it was issued to `client`. A refresh token
+/// revokes its whole grant (the access tokens from it included); an access token
+/// is revoked by its `jti`. Anything else — unknown, another client's, malformed —
+/// is quietly ignored (the endpoint answers 200 either way).
+pub async fn revoke(
+    state: &AppState,
+    ctx: &Ctx,
+    client: &Client,
+    token: &str,
+    hint: Option<&str>,
+) -> Result<bool, ApiError> {
+    let as_refresh = || async {
+        let (gid, tid) = tokens::parse_refresh(token)?;
+        let events = read_grant(state, gid).await.ok()?;
+        let st = GrantState::fold(&events).ok()?;
+        let issued = st.refreshes.iter().find(|r| r.token_id == tid)?;
+        let ours = st.issued.client_id == client.client_id
+            && ct_eq(
+                grant::hex_sha256(token).as_bytes(),
+                issued.sha256.as_bytes(),
+            );
+        ours.then(|| {
+            (
+                st.grant_id.clone(),
+                st.issued.user_id.clone(),
+                vec![tid.to_string()],
+                true,
+                st.last_revision,
+            )
+        })
+    };
+    let as_access = || async {
+        let c = verify::<AccessClaims>(state, token, Some("at+jwt"), None, true).await?;
+        if c.client_id != client.client_id {
+            return None;
+        }
+        let gid = c.gid.clone()?;
+        let revision = state
+            .views
+            .read()
+            .await
+            .grants
+            .get(&gid)
+            .map(|g| g.revision)?;
+        Some((gid, c.sub.clone(), vec![c.jti.clone()], false, revision))
+    };
+    // The hint picks the first lookup; the other is tried too (RFC 7009 §2.1).
+    let found = if hint == Some("access_token") {
+        match as_access().await {
+            Some(f) => Some(f),
+            None => as_refresh().await,
+        }
+    } else {
+        match as_refresh().await {
+            Some(f) => Some(f),
+            None => as_access().await,
+        }
+    };
+    let Some((gid, subject, token_ids, whole, revision)) = found else {
+        return Ok(false);
+    };
+    let stream = format!("grant-{gid}");
+    let d = data::TokenRevoked {
+        grant_id: gid,
+        client_id: client.client_id.clone(),
+        token_ids,
+        grant: whole,
+        cause: data::RevocationCause::RevocationEndpoint,
+    };
+    let env = draft(
+        &stream,
+        Actor {
+            kind: ActorKind::Client,
+            id: client.client_id.clone(),
+        },
+        &d,
+        Some(ctx),
+    )?
+    .client(client.client_id.clone())
+    .subject(subject);
+    let mut expected = Expected::Revision(revision);
+    for _ in 0..4 {
+        match commit(
+            state,
+            &stream,
+            expected,
+            vec![Draft {
+                envelope: env.clone(),
+                secret: None,
+            }],
+        )
+        .await
+        {
+            Ok(_) => return Ok(true),
+            Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Unavailable("the grant is busy; try again".into()))
+}
+
+/// The opened sidecar of a client, if it has one.
+pub fn client_secrets(state: &AppState, client: &Client) -> Option<ClientSecret> {
+    let opened = state.kek.open(client.secret.as_ref()?).ok()?;
+    serde_json::from_slice(&opened).ok()
+}
+
+/// Appends events about a client on `client-{id}` with its revision, deciding
+/// again on conflict.
+pub async fn change_client(
+    state: &AppState,
+    client_id: &str,
+    decide: impl Fn(&Client) -> Result<Vec<Draft>, ApiError>,
+) -> Result<(), ApiError> {
+    let stream = format!("client-{client_id}");
+    for _ in 0..4 {
+        let client = state
+            .views
+            .read()
+            .await
+            .clients
+            .get(client_id)
+            .cloned()
+            .ok_or(ApiError::NotFound)?;
+        let drafts = decide(&client)?;
+        match commit(state, &stream, Expected::Revision(client.revision), drafts).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => {
+                if let Ok(Some(h)) = state.store.head().await {
+                    wait_views(state, h.position).await;
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the client is changing too fast; try again".into(),
+    ))
 }
