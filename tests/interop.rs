@@ -44,3 +44,50 @@ async fn authlib_signs_in_unchanged() {
     assert_eq!(seen["refreshed"], true);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_gets_introspects_and_revokes_machine_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    let http = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for scope in ["reports:read", "introspect"] {
+        let c: serde_json::Value = http
+            .post(app.url("/admin/clients"))
+            .bearer_auth(&app.admin_token)
+            .json(&json!({"client_name": "m2m", "redirect_uris": [], "grant_types": ["client_credentials"], "scope": scope}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        clients.push((
+            c["client_id"].as_str().unwrap().to_string(),
+            c["client_secret"].as_str().unwrap().to_string(),
+        ));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/authlib_m2m.py");
+    let out = tokio::process::Command::new(python())
+        .args([
+            script,
+            &app.url(""),
+            &clients[0].0,
+            &clients[0].1,
+            &clients[1].0,
+            &clients[1].1,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "authlib failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["sub"], format!("client:{}", clients[0].0));
+    assert_eq!(seen["scope"], "reports:read");
+    app.stop().await;
+}

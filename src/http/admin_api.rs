@@ -364,7 +364,8 @@ pub fn validate_client(
             "the authorization_code grant goes with the code response type".into(),
         ));
     }
-    if !user_flow && !(req.redirect_uris.is_empty() && req.post_logout_redirect_uris.is_empty()) {
+    let has_redirects = !req.redirect_uris.is_empty() || !req.post_logout_redirect_uris.is_empty();
+    if !user_flow && has_redirects {
         return Err((
             "invalid_redirect_uri",
             "a client without the authorization_code grant has no redirect URIs".into(),

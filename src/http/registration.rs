@@ -49,6 +49,8 @@ fn registration_uri(state: &State, client_id: &str) -> String {
     format!("{}/oauth2/register/{client_id}", state.config.issuer)
 }
 
+// The error is the finished HTTP response: it is returned once, not passed around.
+#[allow(clippy::result_large_err)]
 fn parse_metadata(body: &[u8], client_id: Option<&str>) -> Result<ClientRequest, Response> {
     let bad = |d: String| {
         json_status(
