@@ -1164,54 +1164,25 @@ pub async fn exchange(
         };
         let user = st.issued.user_id.clone();
         match decision {
-            Decision::Replay(d) => {
-                let env = draft(&stream, actor, &d, Some(ctx))?
-                    .client(client.client_id.clone())
-                    .subject(user)
-                    .failure("code_replayed");
-                match commit(
-                    state,
-                    &stream,
-                    Expected::Revision(st.last_revision),
-                    vec![Draft {
-                        envelope: env,
-                        secret: None,
-                    }],
-                )
-                .await
-                {
-                    Ok(_) => {
-                        return Err(TokenError::new(
-                            "invalid_grant",
-                            "the code was already used; every token from it is revoked",
-                        ));
-                    }
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
-                }
-            }
-            Decision::Reuse(d) => {
-                let env = draft(&stream, actor, &d, Some(ctx))?
-                    .client(client.client_id.clone())
-                    .subject(user)
-                    .failure("refresh_token_reused");
-                match commit(
-                    state,
-                    &stream,
-                    Expected::Revision(st.last_revision),
-                    vec![Draft {
-                        envelope: env,
-                        secret: None,
-                    }],
-                )
-                .await
-                {
-                    Ok(_) => {
-                        return Err(TokenError::new(
-                            "invalid_grant",
-                            "the refresh token was already used; the grant is revoked",
-                        ));
-                    }
+            Decision::Replay(_) | Decision::Reuse(_) => {
+                let (env, message) = match decision {
+                    Decision::Replay(d) => (
+                        draft(&stream, actor, &d, Some(ctx))?.failure("code_replayed"),
+                        "the code was already used; every token from it is revoked",
+                    ),
+                    Decision::Reuse(d) => (
+                        draft(&stream, actor, &d, Some(ctx))?.failure("refresh_token_reused"),
+                        "the refresh token was already used; the grant is revoked",
+                    ),
+                    Decision::Grant(_) => continue, // matched by the arm below
+                };
+                let env = env.client(client.client_id.clone()).subject(user);
+                let drafts = vec![Draft {
+                    envelope: env,
+                    secret: None,
+                }];
+                match commit(state, &stream, Expected::Revision(st.last_revision), drafts).await {
+                    Ok(_) => return Err(TokenError::new("invalid_grant", message)),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
                 }
@@ -1450,24 +1421,7 @@ pub async fn end_session(
             .session(session.id.clone());
         // The revision comes from the view; if the grant moved on, the conflict
         // tells its actual revision and the revocation follows that.
-        let mut expected = Expected::Revision(revision);
-        for _ in 0..4 {
-            match commit(
-                state,
-                &stream,
-                expected,
-                vec![Draft {
-                    envelope: env.clone(),
-                    secret: None,
-                }],
-            )
-            .await
-            {
-                Ok(_) => break,
-                Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
-                Err(e) => return Err(internal(e)),
-            }
-        }
+        append_following(state, &stream, revision, env).await?;
     }
     Ok(())
 }
@@ -1602,24 +1556,7 @@ pub async fn revoke_user_grants(
         let env = draft(&stream, actor.clone(), &d, None)?
             .subject(user_id.to_string())
             .client(client_id);
-        let mut expected = Expected::Revision(revision);
-        for _ in 0..4 {
-            match commit(
-                state,
-                &stream,
-                expected,
-                vec![Draft {
-                    envelope: env.clone(),
-                    secret: None,
-                }],
-            )
-            .await
-            {
-                Ok(_) => break,
-                Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
-                Err(e) => return Err(internal(e)),
-            }
-        }
+        append_following(state, &stream, revision, env).await?;
     }
     Ok(())
 }
@@ -1878,25 +1815,8 @@ pub async fn revoke(
     )?
     .client(client.client_id.clone())
     .subject(subject);
-    let mut expected = Expected::Revision(revision);
-    for _ in 0..4 {
-        match commit(
-            state,
-            &stream,
-            expected,
-            vec![Draft {
-                envelope: env.clone(),
-                secret: None,
-            }],
-        )
-        .await
-        {
-            Ok(_) => return Ok(true),
-            Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
-            Err(e) => return Err(internal(e)),
-        }
-    }
-    Err(ApiError::Unavailable("the grant is busy; try again".into()))
+    append_following(state, &stream, revision, env).await?;
+    Ok(true)
 }
 
 /// The opened sidecar of a client, if it has one.
@@ -1936,4 +1856,37 @@ pub async fn change_client(
     Err(ApiError::Unavailable(
         "the client is changing too fast; try again".into(),
     ))
+}
+
+/// Appends one event to a stream whose revision was read from a view: if the
+/// stream moved on meanwhile, the conflict tells its actual revision and the
+/// event follows that (for facts that hold whatever came before, such as a
+/// revocation).
+async fn append_following(
+    state: &AppState,
+    stream: &str,
+    revision: u64,
+    env: Envelope,
+) -> Result<(), ApiError> {
+    let mut expected = Expected::Revision(revision);
+    for _ in 0..4 {
+        match commit(
+            state,
+            stream,
+            expected,
+            vec![Draft {
+                envelope: env.clone(),
+                secret: None,
+            }],
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { actual, .. }) => expected = Expected::after(actual),
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "{stream} is busy; try again"
+    )))
 }
