@@ -323,7 +323,13 @@ where
     F: FnOnce(String, String) -> Fut,
     Fut: std::future::Future<Output = Result<T, CliError>>,
 {
-    match app::open_store(config, None, app::OpenMode::Create) {
+    // An explicit --url always means that server: never a local data directory.
+    let opened = if remote.url.is_some() {
+        Err(StartError::DataDirInUse(config.data_dir.clone()))
+    } else {
+        app::open_store(config, None, app::OpenMode::Create)
+    };
+    match opened {
         Err(StartError::DataDirInUse(_)) => {
             let (url, token) = remote_target(config, remote)?;
             eprintln!(

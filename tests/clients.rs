@@ -59,7 +59,7 @@ async fn client_credentials_introspection_and_revocation() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
     let (job, job_secret) = machine_client(&app, "reports:read reports:write").await;
-    let (rs, rs_secret) = machine_client(&app, "introspect").await;
+    let (rs, rs_secret) = machine_client(&app, "introspection").await;
 
     // client_credentials: an access token only, scopes within the registration.
     let (s, t) = post_form(
@@ -216,9 +216,48 @@ async fn client_credentials_introspection_and_revocation() {
     )
     .await;
     assert_eq!(
-        (s, e["error"].as_str().unwrap()),
-        (StatusCode::BAD_REQUEST, "unsupported_token_type")
+        s, 200,
+        "an unknown hint is ignored; revoking again writes nothing more: {e}"
     );
+    // A client without the introspection scope sees only its own tokens.
+    let (s2, t2) = post_form(
+        &app,
+        "/oidc/oauth2/token",
+        &job,
+        Some(&job_secret),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(s2, 200);
+    let mine = t2["access_token"].as_str().unwrap();
+    let (s3, v3) = admin(&app, reqwest::Method::POST, "/admin/clients", Some(json!({"client_name": "Other", "redirect_uris": [], "grant_types": ["client_credentials"], "scope": "x"}))).await;
+    assert_eq!(s3, 201);
+    let (other, other_secret) = (
+        v3["client_id"].as_str().unwrap().to_string(),
+        v3["client_secret"].as_str().unwrap().to_string(),
+    );
+    let (_, i) = post_form(
+        &app,
+        "/oidc/oauth2/introspect",
+        &other,
+        Some(&other_secret),
+        &[("token", mine)],
+    )
+    .await;
+    assert_eq!(
+        i,
+        json!({"active": false}),
+        "another client's token is not its business"
+    );
+    let (_, i) = post_form(
+        &app,
+        "/oidc/oauth2/introspect",
+        &job,
+        Some(&job_secret),
+        &[("token", mine)],
+    )
+    .await;
+    assert_eq!(i["active"], true, "its own token it may introspect");
 
     // Events: the grant and who revoked what.
     let events = app
@@ -232,10 +271,16 @@ async fn client_credentials_introspection_and_revocation() {
         .find(|e| e.event_type == authlog_schemas::EventType::TokenGranted)
         .unwrap();
     assert_eq!(granted.data["grant_type"], "client_credentials");
-    let revoked = envs
+    let revocations: Vec<_> = envs
         .iter()
-        .find(|e| e.event_type == authlog_schemas::EventType::TokenRevoked)
-        .unwrap();
+        .filter(|e| e.event_type == authlog_schemas::EventType::TokenRevoked)
+        .collect();
+    assert_eq!(
+        revocations.len(),
+        1,
+        "revoking the same token twice is one event"
+    );
+    let revoked = revocations[0];
     assert_eq!(revoked.actor.id, job);
     assert_eq!(revoked.data["cause"], "revocation_endpoint");
     app.stop().await;
@@ -246,7 +291,7 @@ async fn revoking_a_refresh_token_ends_its_grant() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
     let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
-    let (rs, rs_secret) = machine_client(&app, "introspect").await;
+    let (rs, rs_secret) = machine_client(&app, "introspection").await;
     let b = browser();
     let (v, c) = pkce();
     let back = rp
@@ -322,7 +367,7 @@ async fn the_admin_client_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
     let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
-    let (rs, rs_secret) = machine_client(&app, "introspect").await;
+    let (rs, rs_secret) = machine_client(&app, "introspection").await;
     for n in 0..3 {
         admin(
             &app,
@@ -397,7 +442,7 @@ async fn the_admin_client_lifecycle() {
         &app,
         reqwest::Method::POST,
         &format!("/admin/clients/{rs}/secret"),
-        Some(json!({"grace_seconds": 300})),
+        Some(json!({"grace_seconds": 1})),
     )
     .await;
     let newest = v["client_secret"].as_str().unwrap().to_string();
@@ -412,6 +457,16 @@ async fn the_admin_client_lifecycle() {
         .await;
         assert_eq!(s, 200, "within the grace period both work");
     }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, _) = post_form(
+        &app,
+        "/oidc/oauth2/introspect",
+        &rs,
+        Some(&new_secret),
+        &[("token", "x")],
+    )
+    .await;
+    assert_eq!(s, 401, "after the grace period the old secret stops");
 
     // DELETE: the client's tokens stop being valid.
     let b = browser();
@@ -565,6 +620,27 @@ async fn dynamic_registration_and_management() {
         .unwrap();
     let endpoint = d["registration_endpoint"].as_str().unwrap().to_string();
     let body = json!({"client_name": "Dyn", "redirect_uris": ["https://dyn.example/cb"]});
+    // Unknown metadata is ignored; a machine client needs no redirect URIs.
+    let r = http
+        .post(&endpoint)
+        .bearer_auth("iat-0123456789abcdef")
+        .json(&json!({"client_name": "Job", "grant_types": ["client_credentials"], "contacts": ["ops@example.com"], "logo_uri": "https://x/l.png"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Nobody but an administrator grants the introspection scope.
+    let r = http
+        .post(&endpoint)
+        .bearer_auth("iat-0123456789abcdef")
+        .json(&json!({"client_name": "RS", "grant_types": ["client_credentials"], "scope": "introspection"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_client_metadata"
+    );
     // No initial access token, or a wrong one: 401.
     assert_eq!(
         http.post(&endpoint)
@@ -611,6 +687,9 @@ async fn dynamic_registration_and_management() {
     // RFC 7592: read, replace, delete with the registration access token.
     let r = http.get(&uri).bearer_auth(&rat).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["registration_access_token"], rat.as_str());
+    assert_eq!(info["registration_client_uri"], uri.as_str());
     assert_eq!(
         http.get(&uri)
             .bearer_auth("wrong")

@@ -51,7 +51,7 @@ async fn authlib_gets_introspects_and_revokes_machine_tokens() {
     let app = spawn_app_in(dir.path()).await;
     let http = reqwest::Client::new();
     let mut clients = Vec::new();
-    for scope in ["reports:read", "introspect"] {
+    for scope in ["reports:read", "introspection"] {
         let c: serde_json::Value = http
             .post(app.url("/admin/clients"))
             .bearer_auth(&app.admin_token)

@@ -488,7 +488,7 @@ async fn authorization_errors_go_back_only_to_trusted_redirects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_post_loopback_ports_and_sso() {
     let (_d, app, rp) = app_and_rp(
-        json!({"redirect_uris": [REDIRECT, "http://127.0.0.1/native"], "skip_consent": true}),
+        json!({"redirect_uris": [REDIRECT, "http://127.0.0.1/native"], "application_type": "native", "skip_consent": true}),
     )
     .await;
     let b = browser();

@@ -223,7 +223,9 @@ async fn user_action(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientRequest {
+    #[serde(default)]
     pub client_name: String,
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
@@ -242,6 +244,10 @@ pub struct ClientRequest {
     #[serde(default)]
     pub skip_consent: Option<bool>,
 }
+
+/// The scope that lets a client introspect tokens of other clients (resource
+/// servers); only an administrator can register a client with it.
+pub const INTROSPECTION_SCOPE: &str = "introspection";
 
 /// Checks a redirect URI: absolute, no fragment; web clients https (loopback
 /// http allowed for development); native clients loopback IPs or private-use
@@ -263,9 +269,35 @@ pub fn check_redirect_uri(uri: &str, application_type: &str) -> Result<(), Strin
     {
         return Err(format!("{uri}: not an absolute URI"));
     }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{}: spaces and control characters are not allowed",
+            uri.trim()
+        ));
+    }
+    // The authority, if any: no user-info part (`user@host` hides the real host).
+    if let Some(after) = rest.strip_prefix("//") {
+        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        if authority.contains('@') {
+            return Err(format!(
+                "{uri}: redirect URIs cannot carry user information"
+            ));
+        }
+    }
+    // Loopback: exactly the IP literal, then an optional numeric port.
     let loopback = ["http://127.0.0.1", "http://[::1]"].iter().any(|prefix| {
-        uri.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/', '?']))
+        uri.strip_prefix(prefix).is_some_and(|rest| {
+            let (port, tail) = match rest.strip_prefix(':') {
+                Some(p) => {
+                    let end = p.find(['/', '?']).unwrap_or(p.len());
+                    (Some(&p[..end]), &p[end..])
+                }
+                None => (None, rest),
+            };
+            port.is_none_or(|p| {
+                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+            }) && (tail.is_empty() || tail.starts_with(['/', '?']))
+        })
     });
     if uri.starts_with("http://localhost") {
         return Err(format!(
@@ -274,7 +306,8 @@ pub fn check_redirect_uri(uri: &str, application_type: &str) -> Result<(), Strin
     }
     match (application_type, scheme) {
         (_, "https") if rest.starts_with("//") && rest.len() > 2 => Ok(()),
-        (_, "http") if loopback => Ok(()),
+        // Loopback redirects are for apps on the user's device (RFC 8252 §7.3).
+        ("native", "http") if loopback => Ok(()),
         // Private-use URI schemes in reverse-DNS form (RFC 8252 §7.1).
         ("native", s) if s.contains('.') => Ok(()),
         ("web", "http") => Err(format!("{uri}: web clients use https redirect URIs")),
@@ -406,6 +439,11 @@ pub fn validate_client(
     if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA") {
         return Err(bad(format!(
             "id_token_signed_response_alg {alg} is not supported"
+        )));
+    }
+    if !admin && scope.split(' ').any(|s| s == INTROSPECTION_SCOPE) {
+        return Err(bad(format!(
+            "the {INTROSPECTION_SCOPE} scope is granted by an administrator only"
         )));
     }
     if req.skip_consent.is_some() && !admin {
@@ -575,8 +613,10 @@ pub async fn update_client(
     service::change_client(state, id, |c| {
         let mut m = metadata.clone();
         if !admin_call || !skip_given {
-            // skip_consent is the administrator's to set; other paths keep it.
-            m.skip_consent = c.metadata.skip_consent;
+            // skip_consent is the administrator's to set; other paths keep it,
+            // unless they change where codes go.
+            m.skip_consent = c.metadata.skip_consent
+                && (admin_call || m.redirect_uris == c.metadata.redirect_uris);
         }
         let d = data::ClientUpdated {
             client_id: c.client_id.clone(),
@@ -834,7 +874,14 @@ mod tests {
     #[test]
     fn redirect_uri_rules() {
         assert!(check_redirect_uri("https://app.example/cb", "web").is_ok());
-        assert!(check_redirect_uri("http://127.0.0.1:8000/cb", "web").is_ok());
+        assert!(
+            check_redirect_uri("http://127.0.0.1:8000/cb", "web").is_err(),
+            "web clients are https only"
+        );
+        assert!(check_redirect_uri("http://127.0.0.1:8000/cb", "native").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:80@evil.example/cb", "native").is_err());
+        assert!(check_redirect_uri("https://user@app.example/cb", "web").is_err());
+        assert!(check_redirect_uri("https://app.example/c b", "web").is_err());
         assert!(check_redirect_uri("http://[::1]/cb", "native").is_ok());
         assert!(check_redirect_uri("com.example.app:/oauth2redirect", "native").is_ok());
         assert!(check_redirect_uri("http://app.example/cb", "web").is_err());
@@ -842,6 +889,6 @@ mod tests {
         assert!(check_redirect_uri("https://app.example/cb#x", "web").is_err());
         assert!(check_redirect_uri("/relative", "web").is_err());
         assert!(check_redirect_uri("com.example.app:/cb", "web").is_err());
-        assert!(check_redirect_uri("http://127.0.0.1.evil.example/cb", "web").is_err());
+        assert!(check_redirect_uri("http://127.0.0.1.evil.example/cb", "native").is_err());
     }
 }

@@ -84,6 +84,20 @@ fn parse_metadata(body: &[u8], client_id: Option<&str>) -> Result<ClientRequest,
             obj.remove(f);
         }
     }
+    // RFC 7591 §2: metadata the server does not understand is ignored, not refused.
+    const KNOWN: &[&str] = &[
+        "client_name",
+        "redirect_uris",
+        "post_logout_redirect_uris",
+        "grant_types",
+        "response_types",
+        "token_endpoint_auth_method",
+        "scope",
+        "id_token_signed_response_alg",
+        "application_type",
+        "skip_consent",
+    ];
+    obj.retain(|k, _| KNOWN.contains(&k.as_str()));
     serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
@@ -199,10 +213,14 @@ async fn managed(
     }
 }
 
-fn client_view(state: &State, c: &authlog_projections::Client) -> serde_json::Value {
+/// RFC 7592 §3: the client information response carries the registration
+/// access token — the one just presented and verified (authlog keeps only its
+/// hash, so it echoes rather than stores it).
+fn client_view(state: &State, c: &authlog_projections::Client, token: &str) -> serde_json::Value {
     let mut out = admin_api::client_json(c);
     if let Some(o) = out.as_object_mut() {
         o.remove("skip_consent");
+        o.insert("registration_access_token".into(), token.into());
         o.insert(
             "registration_client_uri".into(),
             registration_uri(state, &c.client_id).into(),
@@ -226,7 +244,10 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .then(
             |id: String, state: State, auth: Option<String>| async move {
                 match managed(&state, &id, &auth).await {
-                    Ok(c) => json_status(client_view(&state, &c), StatusCode::OK),
+                    Ok(c) => json_status(
+                        client_view(&state, &c, bearer(&auth).unwrap_or_default()),
+                        StatusCode::OK,
+                    ),
                     Err(res) => res,
                 }
             },
@@ -253,9 +274,13 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
                 match admin_api::update_client(&state, actor, &id, req, false).await {
                     Ok(res) if res.status() != StatusCode::OK => res,
                     Ok(_) => match state.views.read().await.clients.get(&id) {
-                        Some(c) => json_status(client_view(&state, c), StatusCode::OK),
+                        Some(c) => json_status(
+                            client_view(&state, c, bearer(&auth).unwrap_or_default()),
+                            StatusCode::OK,
+                        ),
                         None => unauthorized("the client is gone"),
                     },
+                    Err(crate::http::ApiError::NotFound) => unauthorized("the client is gone"),
                     Err(e) => {
                         tracing::error!(error = %e, "client update");
                         json_status(
@@ -286,6 +311,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
                         *res.status_mut() = StatusCode::NO_CONTENT;
                         res
                     }
+                    Err(crate::http::ApiError::NotFound) => unauthorized("the client is gone"),
                     Err(e) => {
                         tracing::error!(error = %e, "client delete");
                         json_status(

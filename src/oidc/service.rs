@@ -1716,9 +1716,20 @@ pub async fn active_access_token(state: &AppState, token: &str) -> Option<Access
     (live && client).then_some(claims)
 }
 
-/// RFC 7662: what an authenticated client may learn about a token.
-pub async fn introspect(state: &AppState, token: &str) -> serde_json::Value {
-    match active_access_token(state, token).await {
+/// RFC 7662: what an authenticated client may learn about a token. A client
+/// sees its own tokens; tokens of other clients only if an administrator
+/// registered it with the `introspection` scope (a resource server). Anything
+/// else is `active: false`, as RFC 7662 §2.2 allows.
+pub async fn introspect(state: &AppState, caller: &Client, token: &str) -> serde_json::Value {
+    let may_see_all = caller
+        .metadata
+        .scope
+        .split(' ')
+        .any(|s| s == crate::http::admin_api::INTROSPECTION_SCOPE);
+    match active_access_token(state, token)
+        .await
+        .filter(|c| may_see_all || c.client_id == caller.client_id)
+    {
         Some(c) => serde_json::json!({
             "active": true,
             "scope": c.scope,
@@ -1796,6 +1807,17 @@ pub async fn revoke(
     let Some((gid, subject, token_ids, whole, revision)) = found else {
         return Ok(false);
     };
+    // Revoking what is already revoked writes nothing: the log does not grow
+    // however often a token is sent back.
+    {
+        let views = state.views.read().await;
+        let done = views.grants.get(&gid).is_none_or(|g| {
+            g.revoked || (!whole && token_ids.iter().all(|t| g.revoked_tokens.contains(t)))
+        });
+        if done {
+            return Ok(false);
+        }
+    }
     let stream = format!("grant-{gid}");
     let d = data::TokenRevoked {
         grant_id: gid,
