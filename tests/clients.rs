@@ -497,6 +497,22 @@ async fn the_admin_client_lifecycle() {
     )
     .await;
     assert_eq!(i["active"], false);
+    // Nor do userinfo or the token endpoint accept anything of a deleted client.
+    let r = reqwest::Client::new()
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = rp
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     let (s, _) = admin(
         &app,
         reqwest::Method::GET,
