@@ -55,13 +55,51 @@ pub fn secret_token() -> Result<String, CryptoError> {
 
 // ---- passwords -------------------------------------------------------------------
 
-/// argon2id with OWASP's parameters (19 MiB, 2 iterations, 1 lane), run on the
-/// blocking pool, at most `workers` at once, with a bounded queue that fails fast.
+/// CPU-heavy work (password hashing, signing) on the blocking pool: at most
+/// `workers` at once, at most `queue` waiting, beyond which calls fail fast
+/// ([`CryptoError::Busy`], answered with 503) instead of piling up.
 #[derive(Clone)]
-pub struct Passwords {
+pub struct BoundedPool {
     permits: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     queue: usize,
+}
+
+impl BoundedPool {
+    pub fn new(workers: usize, queue: usize) -> BoundedPool {
+        BoundedPool {
+            permits: Arc::new(Semaphore::new(workers)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue,
+        }
+    }
+
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CryptoError> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(CryptoError::Busy);
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| CryptoError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| CryptoError::Hash(e.to_string()))
+    }
+}
+
+/// argon2id with OWASP's parameters (19 MiB, 2 iterations, 1 lane), in a
+/// [`BoundedPool`].
+#[derive(Clone)]
+pub struct Passwords {
+    pool: BoundedPool,
     /// A hash of a random password: verifying against it makes an unknown username
     /// cost what a wrong password costs.
     dummy: Arc<String>,
@@ -99,9 +137,7 @@ impl Passwords {
     pub fn new(workers: usize, queue: usize) -> Result<Passwords, CryptoError> {
         let dummy = hash_now(&random_bytes::<16>()?)?;
         Ok(Passwords {
-            permits: Arc::new(Semaphore::new(workers)),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            queue,
+            pool: BoundedPool::new(workers, queue),
             dummy: Arc::new(dummy),
         })
     }
@@ -110,21 +146,7 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CryptoError> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(CryptoError::Busy);
-        }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let permit = permit.map_err(|_| CryptoError::Busy)?;
-        let out = tokio::task::spawn_blocking(move || {
-            let out = f();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| CryptoError::Hash(e.to_string()))?;
-        Ok(out)
+        self.pool.run(f).await
     }
 
     pub async fn hash(&self, password: String) -> Result<String, CryptoError> {

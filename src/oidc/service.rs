@@ -25,6 +25,8 @@ use crate::store::{Appended, Expected, NewEvent, StoreError, read_whole_stream};
 /// The provider's in-memory helpers.
 pub struct Oidc {
     pub passwords: Passwords,
+    /// JWT signing (RSA is the slow one) off the executor, bounded like hashing.
+    pub signer: crypto::BoundedPool,
     pub transactions: Transactions,
     pub throttle: Throttle,
     pub budget: EventBudget,
@@ -39,6 +41,7 @@ impl Oidc {
     ) -> Result<Oidc, crypto::CryptoError> {
         Ok(Oidc {
             passwords: Passwords::new(config.login.hash_workers, config.login.hash_queue)?,
+            signer: crypto::BoundedPool::new(2, 256),
             transactions: Transactions::default(),
             throttle: Throttle::new(3, 100_000),
             budget: EventBudget::new(20, Duration::from_secs(60)),
@@ -872,10 +875,18 @@ pub async fn sign<T: Serialize + Send + 'static>(
     let mut header = jsonwebtoken::Header::new(crypto::jwt_algorithm(alg).map_err(internal)?);
     header.kid = Some(kid);
     header.typ = Some(typ.to_string());
-    tokio::task::spawn_blocking(move || jsonwebtoken::encode(&header, &claims, &key))
+    match state
+        .oidc
+        .signer
+        .run(move || jsonwebtoken::encode(&header, &claims, &key))
         .await
-        .map_err(internal)?
-        .map_err(internal)
+    {
+        Ok(signed) => signed.map_err(internal),
+        Err(crypto::CryptoError::Busy) => {
+            Err(ApiError::Unavailable("signing is busy; try again".into()))
+        }
+        Err(e) => Err(internal(e)),
+    }
 }
 
 /// Verifies a JWT signed by one of our published keys; `validate_exp` false
