@@ -5,6 +5,7 @@
 //! serves until a shutdown signal. Tests start the server the same way.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
