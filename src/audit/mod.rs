@@ -3,3 +3,4 @@
 //! signed checkpoints and the audit API build on them.
 
 pub mod merkle;
+pub mod tree;
