@@ -17,6 +17,8 @@ use crate::views::{self, SnapshotPolicy, ViewsHandle};
 
 /// The views snapshot under the data directory.
 pub const SNAPSHOT_FILE: &str = "views.snapshot.json";
+/// The audit Merkle tree under the data directory.
+pub const AUDIT_TREE_FILE: &str = "audit-tree.redb";
 /// The admin token generated at first start when none is configured.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The key-encryption key generated at first start when none is configured.
@@ -198,6 +200,7 @@ const KEK_CHECK_TEXT: &[u8] = b"authlog key-encryption key check v1";
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     state: Arc<AppState>,
+    tree: Arc<crate::audit::tree::TreeStore>,
     listener: tokio::net::TcpListener,
     runner: tokio::task::JoinHandle<()>,
     stop_runner: tokio::sync::watch::Sender<bool>,
@@ -231,6 +234,10 @@ impl Application {
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
         let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create)?);
         let kek = load_kek(&config)?;
+        let tree = Arc::new(
+            crate::audit::tree::TreeStore::open(&config.data_dir.join(AUDIT_TREE_FILE))
+                .map_err(|e| StartError::Setup(e.to_string()))?,
+        );
         let admin_tokens = admin_tokens(&config)?;
         // Bind before starting anything that would outlive a failed start.
         let bind_error = |error| StartError::Bind {
@@ -290,6 +297,7 @@ impl Application {
             .map_err(|e| StartError::Setup(format!("signing key: {e}")))?;
         Ok(Application {
             state,
+            tree,
             listener,
             runner,
             stop_runner,
@@ -310,17 +318,29 @@ impl Application {
         self.state.views.clone()
     }
 
+    /// The audit Merkle tree the server keeps on disk.
+    pub fn audit_tree(&self) -> Arc<crate::audit::tree::TreeStore> {
+        self.tree.clone()
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests (and their
     /// appends) finish, stops the view runner and writes a final snapshot.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Application {
             state,
+            tree,
             listener,
             runner,
             stop_runner,
             shutdown_tx,
             ..
         } = self;
+        // The audit tree follows the log on its own task, from where it stopped.
+        let feeder = tokio::spawn(crate::audit::tree::feed(
+            state.store.clone(),
+            tree,
+            stop_runner.subscribe(),
+        ));
         tracing::info!(addr = ?listener.local_addr().ok(), issuer = %state.config.issuer, "authlog serving");
         let shutdown = async move {
             shutdown.await;
@@ -356,6 +376,7 @@ impl Application {
         // final snapshot.
         stop_runner.send_replace(true);
         let _ = runner.await;
+        let _ = feeder.await;
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
         if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {
             tracing::warn!(error = %e, "writing the final views snapshot failed");

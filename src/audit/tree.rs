@@ -46,9 +46,36 @@ impl TreeStore {
         Ok(meta.get("size").map_err(io)?.map_or(0, |v| v.value()))
     }
 
+    /// The log position of the last leaf, as `(commit, prepare)`.
+    pub fn last_position(&self) -> Result<Option<authlog_schemas::Position>, TreeError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let meta = txn.open_table(META).map_err(io)?;
+        let c = meta.get("commit").map_err(io)?.map(|v| v.value());
+        let p = meta.get("prepare").map_err(io)?.map(|v| v.value());
+        Ok(c.zip(p).map(|(c, p)| authlog_schemas::Position::new(c, p)))
+    }
+
     /// Appends leaf hashes (the next seqs, in order) in one transaction, storing
-    /// each subtree the moment it is complete.
+    /// each subtree the moment it is complete; `last` is the log position of the
+    /// last of them, where the feed resumes.
+    pub fn append_at(
+        &self,
+        leaves: &[Hash],
+        last: authlog_schemas::Position,
+    ) -> Result<u64, TreeError> {
+        self.append_inner(leaves, Some(last))
+    }
+
+    /// Appends leaf hashes without recording a log position (tests).
     pub fn append(&self, leaves: &[Hash]) -> Result<u64, TreeError> {
+        self.append_inner(leaves, None)
+    }
+
+    fn append_inner(
+        &self,
+        leaves: &[Hash],
+        last: Option<authlog_schemas::Position>,
+    ) -> Result<u64, TreeError> {
         let txn = self.db.begin_write().map_err(io)?;
         let size;
         {
@@ -80,6 +107,10 @@ impl TreeStore {
                 n += 1;
             }
             meta.insert("size", n).map_err(io)?;
+            if let Some(p) = last {
+                meta.insert("commit", p.commit).map_err(io)?;
+                meta.insert("prepare", p.prepare).map_err(io)?;
+            }
             size = n;
         }
         txn.commit().map_err(io)?;
@@ -118,6 +149,73 @@ impl Leaves for TreeReader {
         let n = hi - lo;
         let level = n.trailing_zeros() as u8;
         self.node(level, lo >> level)
+    }
+}
+
+/// Feeds the tree from the log, in `seq` order, from where it stopped, until the
+/// subscription ends. A seq that is not the next leaf stops the feed: the tree
+/// never skips an event.
+pub async fn feed(
+    store: crate::store::DynStore,
+    tree: std::sync::Arc<TreeStore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures_util::StreamExt;
+    let from = match tree.last_position() {
+        Ok(Some(p)) => crate::store::ReadFrom::After(p),
+        Ok(None) => crate::store::ReadFrom::Start,
+        Err(e) => {
+            tracing::error!(error = %e, "audit tree: cannot read where to resume");
+            return;
+        }
+    };
+    let mut events = store.subscribe_all(from);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            item = events.next() => item,
+        };
+        let Some(Ok(first)) = first else { return };
+        // Take whatever else is ready, to commit many leaves at once.
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match futures_util::FutureExt::now_or_never(events.next()) {
+                Some(Some(Ok(r))) => batch.push(r),
+                _ => break,
+            }
+        }
+        let tree2 = tree.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let size = tree2.size()?;
+            for (i, r) in batch.iter().enumerate() {
+                if r.seq != size + i as u64 {
+                    return Err(TreeError::Io(format!(
+                        "seq {} arrived where leaf {} was due",
+                        r.seq,
+                        size + i as u64
+                    )));
+                }
+            }
+            let hashes: Vec<Hash> = batch
+                .iter()
+                .map(|r| super::merkle::leaf_hash(&r.body))
+                .collect();
+            let last = batch.last().map(|r| r.position).unwrap_or_default();
+            tree2.append_at(&hashes, last)
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit tree: feed stopped");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit tree: feed stopped");
+                return;
+            }
+        }
     }
 }
 

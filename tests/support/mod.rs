@@ -48,6 +48,7 @@ pub fn test_config(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Config
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub tree: Arc<authlog::audit::tree::TreeStore>,
     pub store: DynStore,
     pub views: ViewsHandle,
     pub admin_token: String,
@@ -92,6 +93,7 @@ pub async fn spawn_app_with(data_dir: &std::path::Path, extra: &[(&str, &str)]) 
     let addr: SocketAddr = ([127, 0, 0, 1], app.port()).into();
     let store = app.store();
     let views = app.views();
+    let tree = app.audit_tree();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -102,6 +104,7 @@ pub async fn spawn_app_with(data_dir: &std::path::Path, extra: &[(&str, &str)]) 
         .to_string();
     TestApp {
         addr,
+        tree,
         store,
         views,
         admin_token,
