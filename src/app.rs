@@ -239,6 +239,22 @@ impl Application {
                 .map_err(|e| StartError::Setup(e.to_string()))?,
         );
         let admin_tokens = admin_tokens(&config)?;
+        let auditor_tokens: Vec<(String, [u8; 32])> = config
+            .audit
+            .auditor_tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Sha256::digest(t.token.expose().as_bytes()).into(),
+                )
+            })
+            .collect();
+        let (audit_key, trusted) = crate::audit::checkpoint::load(&config.audit)
+            .map_err(|e| StartError::Setup(e.to_string()))?;
+        if audit_key.is_none() {
+            tracing::warn!("no audit signing key configured: the log is not checkpointed (set AUTHLOG_AUDIT_SIGNING_KEY; `authlog audit keygen` makes one)");
+        }
         // Bind before starting anything that would outlive a failed start.
         let bind_error = |error| StartError::Bind {
             addr: config.listen,
@@ -257,6 +273,34 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Setup(e.to_string()))?
             .port();
+        // The audit tree and indexes reach the log's head, then the whole log is
+        // checked against its signed checkpoints and the leaves recorded as it
+        // grew: a log rolled back or forked is refused, not served.
+        crate::audit::catch_up(&store, &tree)
+            .await
+            .map_err(|e| StartError::Setup(format!("audit tree: {e}")))?;
+        let report = crate::audit::verify::verify_log(&store, Some(&tree), &trusted, &[])
+            .await
+            .map_err(|e| StartError::Setup(format!("audit verification: {e}")))?;
+        if !report.ok() {
+            return Err(StartError::Setup(format!(
+                "the log does not verify against its signed checkpoints: it was rolled back, forked or rewritten; authlog refuses to serve it. {} (run `authlog audit verify` for the full report)",
+                report.problems.join("; ")
+            )));
+        }
+        for w in &report.warnings {
+            tracing::warn!("audit: {w}");
+        }
+        let audit = Arc::new(crate::audit::Audit::new(
+            tree.clone(),
+            audit_key.map(Arc::new),
+            trusted,
+            auditor_tokens,
+        ));
+        audit
+            .load_latest(&store)
+            .await
+            .map_err(|e| StartError::Setup(format!("audit checkpoints: {e}")))?;
         let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
         let initial = views::load_snapshot(&store, &snapshot_path).await;
         let (stop_runner, stop) = tokio::sync::watch::channel(false);
@@ -282,6 +326,7 @@ impl Application {
             oidc: crate::oidc::service::Oidc::new(&config_for_oidc, &kek)
                 .map_err(|e| StartError::Setup(e.to_string()))?,
             kek,
+            audit,
             shutting_down,
         });
         // The views must be current before deciding whether a signing key exists.
@@ -341,6 +386,15 @@ impl Application {
             tree,
             stop_runner.subscribe(),
         ));
+        let checkpointer = (state.audit.key.is_some() && state.config.audit.checkpoint_every_s > 0)
+            .then(|| {
+                tokio::spawn(crate::audit::checkpointer(
+                    state.store.clone(),
+                    state.audit.clone(),
+                    std::time::Duration::from_secs(state.config.audit.checkpoint_every_s),
+                    stop_runner.subscribe(),
+                ))
+            });
         tracing::info!(addr = ?listener.local_addr().ok(), issuer = %state.config.issuer, "authlog serving");
         let shutdown = async move {
             shutdown.await;
@@ -377,6 +431,9 @@ impl Application {
         stop_runner.send_replace(true);
         let _ = runner.await;
         let _ = feeder.await;
+        if let Some(c) = checkpointer {
+            let _ = c.await;
+        }
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
         if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {
             tracing::warn!(error = %e, "writing the final views snapshot failed");

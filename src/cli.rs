@@ -49,6 +49,80 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Query, export and verify the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the Merkle tree from the stored log, check every checkpoint's
+    /// signature and root, and name the first damaged event.
+    Verify {
+        /// A checkpoint kept outside the log (JSON from /admin/audit/checkpoint,
+        /// e.g. a copy from the SIEM). Repeatable; needs the server stopped.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Export the audit trail: NDJSON with inclusion proofs against a signed
+    /// checkpoint (verifiable offline with `verify-export`), or CSV.
+    Export {
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long = "client-id")]
+        client_id: Option<String>,
+        #[arg(long = "session-id")]
+        session_id: Option<String>,
+        /// An event type or prefix (`login.`); repeatable.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// success or failure.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        to: Option<String>,
+        /// ndjson (default) or csv.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        /// Plain NDJSON event lines, without proofs.
+        #[arg(long = "no-proofs")]
+        no_proofs: bool,
+        /// Prove against the existing checkpoint of this tree size (default: a
+        /// new checkpoint of the whole log).
+        #[arg(long = "checkpoint-size")]
+        checkpoint_size: Option<u64>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Verify an exported slice offline: every event's inclusion proof against
+    /// the checkpoint, the checkpoint's signature, and the signed trailer that
+    /// makes a removed, reordered or truncated export fail.
+    VerifyExport {
+        file: PathBuf,
+        /// The checkpoint (JSON from /admin/audit/checkpoint, or your copy).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The audit public key: base64, or a file holding it or the JSON from
+        /// /admin/audit/key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Make a new audit signing key (printed once; keep it out of the data
+    /// directory).
+    Keygen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +237,8 @@ pub enum CliError {
     Other(String),
     #[error("the store check found {0} problem(s)")]
     Damaged(usize),
+    #[error("verification failed: {0} problem(s)")]
+    NotVerified(usize),
 }
 
 /// Runs a parsed command line.
@@ -207,6 +283,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Err(e) => Err(e.into()),
         },
         Command::Client { command } => client_command(&config, command).await,
+        Command::Audit { command } => audit_command(&config, command).await,
         Command::Keys {
             command: KeysCommand::Rotate { alg, remote },
         } => {
@@ -618,4 +695,261 @@ async fn check_remote(url: &str, token: &str) -> Result<CheckReport, CliError> {
     }
     serde_json::from_slice(&body)
         .map_err(|e| CliError::Other(format!("{url}/admin/store/check: {e}")))
+}
+
+async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), CliError> {
+    use crate::audit::checkpoint::{AuditKey, Checkpoint};
+    let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    match command {
+        AuditCommand::Keygen => {
+            let (seed, key) = AuditKey::generate().map_err(|e| other(&e))?;
+            println!(
+                "# The audit signing key. Keep it in a secret store, never in the data directory:\nAUTHLOG_AUDIT_SIGNING_KEY={seed}\n# Its public key (key id {}), for whoever verifies checkpoints and exports:\n{}",
+                key.key_id(),
+                key.public().to_base64()
+            );
+            Ok(())
+        }
+        AuditCommand::VerifyExport {
+            file,
+            checkpoint,
+            key,
+        } => {
+            let cp_text = std::fs::read_to_string(&checkpoint)
+                .map_err(|e| CliError::Other(format!("{}: {e}", checkpoint.display())))?;
+            let cp: Checkpoint = serde_json::from_str(&cp_text)
+                .map_err(|e| CliError::Other(format!("{}: {e}", checkpoint.display())))?;
+            let key = read_public_key(&key)?;
+            let input = std::fs::File::open(&file)
+                .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+            let report = crate::audit::export::verify_export(
+                std::io::BufReader::new(input),
+                &cp,
+                &key,
+            );
+            for p in &report.problems {
+                println!("  {p}");
+            }
+            if report.problems.is_empty() {
+                println!(
+                    "verified: {} events, each included in the log of checkpoint {} (size {}, signed {} by key {}); the export is complete and in order",
+                    report.events, cp.root_hash, cp.tree_size, cp.time, cp.key_id
+                );
+                Ok(())
+            } else {
+                Err(CliError::NotVerified(report.problems.len()))
+            }
+        }
+        AuditCommand::Verify {
+            checkpoints,
+            remote,
+        } => {
+            let mut extra = Vec::new();
+            for path in &checkpoints {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+                extra.push(
+                    serde_json::from_str::<Checkpoint>(&text)
+                        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?,
+                );
+            }
+            let report = match app::open_store(config, None, app::OpenMode::Existing) {
+                Ok(store) => {
+                    eprintln!(
+                        "authlog: verifying the embedded store in {} directly",
+                        config.data_dir.display()
+                    );
+                    let (_, trusted) =
+                        crate::audit::checkpoint::load(&config.audit).map_err(|e| other(&e))?;
+                    let tree_path = config.data_dir.join(app::AUDIT_TREE_FILE);
+                    let witness = if tree_path.exists() {
+                        Some(crate::audit::tree::TreeStore::open(&tree_path).map_err(|e| other(&e))?)
+                    } else {
+                        eprintln!(
+                            "authlog: no audit tree at {}: checking against checkpoints only",
+                            tree_path.display()
+                        );
+                        None
+                    };
+                    let report =
+                        crate::audit::verify::verify_log(&store, witness.as_ref(), &trusted, &extra)
+                            .await
+                            .map_err(|e| other(&e))?;
+                    record_local_access(&store, report.events).await;
+                    report
+                }
+                Err(StartError::DataDirInUse(_)) => {
+                    if !extra.is_empty() {
+                        return Err(CliError::Other(
+                            "--checkpoint needs the server stopped (it reads the store directly)"
+                                .into(),
+                        ));
+                    }
+                    let (url, token) = remote_target(config, &remote)?;
+                    eprintln!(
+                        "authlog: the store is locked by a running server; verifying through its admin API at {url}"
+                    );
+                    let v = admin_call(&url, &token, reqwest::Method::GET, "/admin/audit/verify", None)
+                        .await?;
+                    serde_json::from_value(v).map_err(|e| other(&e))?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            print_verify_report(&report);
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(CliError::NotVerified(report.problems.len()))
+            }
+        }
+        AuditCommand::Export {
+            subject,
+            client_id,
+            session_id,
+            types,
+            outcome,
+            ip,
+            from,
+            to,
+            format,
+            no_proofs,
+            checkpoint_size,
+            output,
+            remote,
+        } => {
+            let mut query: Vec<(&str, String)> = Vec::new();
+            let mut put = |k: &'static str, v: Option<String>| {
+                if let Some(v) = v {
+                    query.push((k, v));
+                }
+            };
+            put("subject", subject);
+            put("client_id", client_id);
+            put("session_id", session_id);
+            put("outcome", outcome);
+            put("ip", ip);
+            put("from", from);
+            put("to", to);
+            put("format", Some(format.clone()));
+            put("checkpoint", checkpoint_size.map(|s| s.to_string()));
+            if no_proofs || format == "csv" {
+                put("proofs", Some("false".into()));
+            }
+            for t in types {
+                query.push(("type", t));
+            }
+            let qs: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            with_admin_api(config, &remote, |url, token| async move {
+                let response = reqwest::Client::new()
+                    .get(format!("{url}/admin/audit/export?{qs}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+                if !response.status().is_success() {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(CliError::Other(format!(
+                        "/admin/audit/export: {status}: {body}"
+                    )));
+                }
+                let mut out: Box<dyn Write> = match &output {
+                    Some(path) => Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?,
+                    )),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let mut body = response.bytes_stream();
+                let mut bytes = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| CliError::Other(format!("the export broke off: {e}")))?;
+                    bytes += chunk.len() as u64;
+                    out.write_all(&chunk).map_err(|e| CliError::Other(e.to_string()))?;
+                }
+                out.flush().map_err(|e| CliError::Other(e.to_string()))?;
+                if let Some(path) = &output {
+                    eprintln!("authlog: wrote {bytes} bytes to {}", path.display());
+                }
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+/// The audit public key from base64, a file holding it, or the JSON of
+/// `/admin/audit/key`.
+fn read_public_key(arg: &str) -> Result<crate::audit::checkpoint::PublicKey, CliError> {
+    use crate::audit::checkpoint::PublicKey;
+    let text = match std::fs::read_to_string(arg) {
+        Ok(t) => t,
+        Err(_) => arg.to_string(),
+    };
+    let text = text.trim();
+    let b64 = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v
+            .get("public_key")
+            .and_then(|k| k.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| CliError::Other("the key JSON has no public_key".into()))?,
+        Err(_) => text.to_string(),
+    };
+    PublicKey::from_base64(&b64).map_err(|e| CliError::Other(e.to_string()))
+}
+
+fn print_verify_report(r: &crate::audit::verify::Report) {
+    println!("events: {}", r.events);
+    if let Some(w) = r.witness_leaves {
+        println!("leaves recorded by the audit tree: {w}");
+    }
+    println!(
+        "checkpoints: {} ({} signed by a trusted key, {} matching the log)",
+        r.checkpoints, r.checkpoints_signed, r.checkpoints_matching
+    );
+    println!("root of the whole log: {}", r.root_hash);
+    if let Some(s) = r.first_damaged_seq {
+        println!("first damaged event: seq {s}");
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    for p in &r.problems {
+        println!("  {p}");
+    }
+    println!("{}", if r.ok() { "verified" } else { "NOT VERIFIED" });
+}
+
+/// Records a direct read of the stored trail (the server is stopped).
+async fn record_local_access(store: &DynStore, count: u64) {
+    use authlog_schemas::{Actor, Envelope, data};
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let body = data::AuditAccessed {
+        token_name: format!("local:{user}"),
+        endpoint: "authlog audit verify".into(),
+        filter: serde_json::Map::new(),
+        result_count: count,
+    };
+    let event = Envelope::new(
+        crate::oidc::service::new_id(),
+        "audit-access".into(),
+        crate::oidc::service::now(),
+        Actor::system("cli"),
+        &body,
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|env| crate::store::NewEvent::new(env, None).map_err(|e| e.to_string()));
+    let result = match event {
+        Ok(e) => store
+            .append("audit-access", crate::store::Expected::Any, vec![e])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        eprintln!("authlog: could not record this read of the audit trail: {e}");
+    }
 }

@@ -81,6 +81,29 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub keys: KeysConfig,
     pub login: LoginConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit trail: who may read it and how its checkpoints are signed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Tokens that read the audit trail (`/admin/audit/…`) and nothing else.
+    #[serde(default)]
+    pub auditor_tokens: Vec<NamedToken>,
+    /// Base64 of the 32-byte Ed25519 seed that signs checkpoints. Never
+    /// generated: it comes from outside the data directory, so whoever can
+    /// rewrite the store cannot re-sign it.
+    #[serde(default)]
+    pub signing_key: Option<Secret>,
+    /// A file holding the same (e.g. a mounted secret); not in the data directory.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys (base64) of earlier signing keys whose checkpoints still verify.
+    #[serde(default)]
+    pub previous_public_keys: Vec<String>,
+    /// A signed checkpoint this often when the log has grown (0: only on demand).
+    pub checkpoint_every_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -198,6 +221,11 @@ trusted_proxies = []
 proxy_header = "x-forwarded-for"
 hash_workers = 2
 hash_queue = 64
+
+[audit]
+auditor_tokens = []
+previous_public_keys = []
+checkpoint_every_s = 3600
 "#;
 
 /// `AUTHLOG_*` variables and the key each sets. `AUTHLOG_ADMIN_TOKEN` adds a token
@@ -255,6 +283,17 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     ("AUTHLOG_VIEWS_WAIT_MS", "views.wait_ms", Kind::Int),
+    ("AUTHLOG_AUDIT_SIGNING_KEY", "audit.signing_key", Kind::Str),
+    (
+        "AUTHLOG_AUDIT_SIGNING_KEY_FILE",
+        "audit.signing_key_file",
+        Kind::Str,
+    ),
+    (
+        "AUTHLOG_AUDIT_CHECKPOINT_EVERY_S",
+        "audit.checkpoint_every_s",
+        Kind::Int,
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -316,12 +355,17 @@ impl Config {
                 }
                 continue;
             }
-            if name == "AUTHLOG_ADMIN_TOKEN" {
+            let named = match name.as_str() {
+                "AUTHLOG_ADMIN_TOKEN" => Some(("admin", "tokens", "default")),
+                "AUTHLOG_AUDITOR_TOKEN" => Some(("audit", "auditor_tokens", "auditor")),
+                _ => None,
+            };
+            if let Some((section, list, token_name)) = named {
                 let mut token = toml::Table::new();
-                token.insert("name".into(), toml::Value::String("default".into()));
+                token.insert("name".into(), toml::Value::String(token_name.into()));
                 token.insert("token".into(), toml::Value::String(value.clone()));
-                if let Some(toml::Value::Table(admin)) = table.get_mut("admin")
-                    && let Some(toml::Value::Array(tokens)) = admin.get_mut("tokens")
+                if let Some(toml::Value::Table(t)) = table.get_mut(section)
+                    && let Some(toml::Value::Array(tokens)) = t.get_mut(list)
                 {
                     tokens.push(toml::Value::Table(token));
                 }
@@ -330,6 +374,7 @@ impl Config {
             let Some((_, key, kind)) = ENV_KEYS.iter().find(|(n, _, _)| n == name) else {
                 let mut known: Vec<&str> = ENV_KEYS.iter().map(|(n, _, _)| *n).collect();
                 known.push("AUTHLOG_ADMIN_TOKEN");
+                known.push("AUTHLOG_AUDITOR_TOKEN");
                 known.push("AUTHLOG_REGISTRATION_INITIAL_ACCESS_TOKEN");
                 return Err(ConfigError::UnknownEnv(name.clone(), known.join(", ")));
             };
@@ -424,18 +469,32 @@ impl Config {
         if self.limits.body_bytes == 0 {
             return Err(bad("limits.body_bytes must be positive"));
         }
-        let mut names: Vec<&str> = self.admin.tokens.iter().map(|t| t.name.as_str()).collect();
+        // Admin and auditor tokens share one namespace: the name is what the
+        // log records as the actor.
+        let all = || self.admin.tokens.iter().chain(&self.audit.auditor_tokens);
+        let mut names: Vec<&str> = all().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(bad("admin token names must be unique"));
+            return Err(bad("admin and auditor token names must be unique"));
         }
-        if self
-            .admin
-            .tokens
-            .iter()
-            .any(|t| t.token.expose().len() < 16)
-        {
-            return Err(bad("admin tokens must be at least 16 characters"));
+        if all().any(|t| t.token.expose().len() < 16) {
+            return Err(bad("admin and auditor tokens must be at least 16 characters"));
+        }
+        if self.audit.signing_key.is_some() && self.audit.signing_key_file.is_some() {
+            return Err(bad(
+                "give audit.signing_key or audit.signing_key_file, not both",
+            ));
+        }
+        if let Some(file) = &self.audit.signing_key_file {
+            let inside = match (file.canonicalize(), self.data_dir.canonicalize()) {
+                (Ok(f), Ok(d)) => f.starts_with(d),
+                _ => file.starts_with(&self.data_dir),
+            };
+            if inside {
+                return Err(bad(
+                    "audit.signing_key_file must not be in the data directory: whoever can rewrite the log could then re-sign it",
+                ));
+            }
         }
         Ok(())
     }

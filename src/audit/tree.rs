@@ -1,17 +1,152 @@
-//! The Merkle tree on disk: every leaf hash and the hash of every complete,
-//! aligned subtree, in a redb database of its own (`data_dir/audit-tree.redb`),
-//! so roots and proofs over millions of events take O(log n) reads and memory
-//! does not grow with the log. The tree can always be rebuilt from the log.
+//! The audit database on disk (`data_dir/audit-tree.redb`, a redb database of
+//! its own): the Merkle tree — every leaf hash and the hash of every complete,
+//! aligned subtree, so roots and proofs over millions of events take O(log n)
+//! reads — and the audit indexes, written in the same transaction as the leaves
+//! they describe. Memory does not grow with the log; everything here can be
+//! rebuilt from the log.
+//!
+//! The indexes:
+//! * `by_key`: (field, 64-bit hash of the value, seq) for the subject, client,
+//!   session, source IP and type of every event. Fixed-width keys keep the index
+//!   small whatever the values; a hash collision only adds a candidate, which the
+//!   query drops when it checks the event itself.
+//! * `time`: the log's time watermark (the latest event time so far) → the first
+//!   seq that reached it. Event times are stamped just before the append, so an
+//!   event's time is never far below the watermark at its seq; a time range
+//!   becomes a seq range with a margin ([`TIME_MARGIN_MS`]) and exact filtering.
+//! * `positions`: seq → log position, to fetch an event found by seq.
+//! * `signins`: (hour, outcome) → count of sign-ins, for the audit page's chart.
 
 use std::path::Path;
+use std::time::Duration;
 
+use authlog_schemas::{Position, Recorded};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::merkle::{Hash, Leaves, node_hash};
 
 /// (level, index) → hash: level 0 holds the leaves.
 const NODES: TableDefinition<(u8, u64), &[u8; 32]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (field, value hash, seq) → ().
+const BY_KEY: TableDefinition<(u8, u64, u64), ()> = TableDefinition::new("by_key");
+/// time watermark (ms) → first seq at it.
+const TIME: TableDefinition<u64, u64> = TableDefinition::new("time");
+/// seq → (commit, prepare).
+const POSITIONS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("positions");
+/// (hour start ms, 0 success | 1 failure) → sign-ins.
+const SIGNINS: TableDefinition<(u64, u8), u64> = TableDefinition::new("signins");
+
+/// How far below the watermark an event's time may be: events are stamped
+/// just before their append (and the store refuses times more than
+/// [`crate::store::MAX_CLOCK_SKEW_MS`] ahead), so ten minutes covers any
+/// request that waited behind a slow commit.
+pub const TIME_MARGIN_MS: u64 = 10 * 60 * 1000;
+
+/// The indexed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    Subject = 1,
+    Client = 2,
+    Session = 3,
+    Ip = 4,
+    Type = 5,
+}
+
+/// The 64-bit index key of a field's value.
+pub fn key_hash(field: Field, value: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update([field as u8]);
+    h.update(value.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// What one event adds to the audit database.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    pub seq: u64,
+    pub position: Position,
+    pub leaf: Hash,
+    keys: Vec<(u8, u64)>,
+    time_ms: u64,
+    /// For sign-in events: true on success.
+    signin: Option<bool>,
+}
+
+/// The fields the indexes read, borrowed from the body (no typed decode).
+#[derive(serde::Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    time: authlog_schemas::Timestamp,
+    #[serde(default, borrow)]
+    subject: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    client_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    session_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    source: Option<SourceFields<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceFields<'a> {
+    #[serde(default, borrow)]
+    ip: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Indexed {
+    /// The leaf and index keys of a stored event. A body the indexes cannot read
+    /// still gets its leaf (the tree never skips an event), just no index keys.
+    pub fn of(r: &Recorded) -> Indexed {
+        let leaf = super::merkle::leaf_hash(&r.body);
+        let mut out = Indexed {
+            seq: r.seq,
+            position: r.position,
+            leaf,
+            keys: Vec::new(),
+            time_ms: 0,
+            signin: None,
+        };
+        let Ok(f) = serde_json::from_slice::<Fields>(&r.body) else {
+            tracing::warn!(seq = r.seq, "audit index: unreadable body, indexed by seq only");
+            return out;
+        };
+        out.time_ms = f.time.unix_millis().max(0) as u64;
+        let mut add = |field: Field, v: Option<&str>| {
+            if let Some(v) = v {
+                out.keys.push((field as u8, key_hash(field, v)));
+            }
+        };
+        add(Field::Type, Some(&f.event_type));
+        add(Field::Subject, f.subject.as_deref());
+        add(Field::Client, f.client_id.as_deref());
+        add(Field::Session, f.session_id.as_deref());
+        add(
+            Field::Ip,
+            f.source.as_ref().and_then(|s| s.ip.as_deref()),
+        );
+        out.signin = match &*f.event_type {
+            "login.succeeded" => Some(true),
+            "login.failed" => Some(false),
+            _ => None,
+        };
+        out
+    }
+}
+
+/// Which way a scan walks the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -27,6 +162,8 @@ fn io<E: std::fmt::Display>(e: E) -> TreeError {
 
 pub struct TreeStore {
     db: Database,
+    /// The number of leaves, announced after each commit.
+    size: watch::Sender<u64>,
 }
 
 impl TreeStore {
@@ -35,8 +172,25 @@ impl TreeStore {
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(NODES).map_err(io)?;
         txn.open_table(META).map_err(io)?;
+        txn.open_table(BY_KEY).map_err(io)?;
+        txn.open_table(TIME).map_err(io)?;
+        txn.open_table(POSITIONS).map_err(io)?;
+        txn.open_table(SIGNINS).map_err(io)?;
         txn.commit().map_err(io)?;
-        Ok(TreeStore { db })
+        let tree = TreeStore {
+            db,
+            size: watch::channel(0).0,
+        };
+        tree.size.send_replace(tree.size()?);
+        Ok(tree)
+    }
+
+    /// Waits until the tree holds at least `size` leaves, at most `timeout`;
+    /// returns the size reached.
+    pub async fn wait_for(&self, size: u64, timeout: Duration) -> u64 {
+        let mut rx = self.size.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= size)).await;
+        *rx.borrow()
     }
 
     /// Leaves in the tree.
@@ -58,29 +212,52 @@ impl TreeStore {
     /// Appends leaf hashes (the next seqs, in order) in one transaction, storing
     /// each subtree the moment it is complete; `last` is the log position of the
     /// last of them, where the feed resumes.
-    pub fn append_at(
-        &self,
-        leaves: &[Hash],
-        last: authlog_schemas::Position,
-    ) -> Result<u64, TreeError> {
-        self.append_inner(leaves, Some(last))
+    pub fn append_indexed(&self, events: &[Indexed]) -> Result<u64, TreeError> {
+        let leaves: Vec<Hash> = events.iter().map(|e| e.leaf).collect();
+        let last = events.last().map(|e| e.position);
+        self.append_inner(&leaves, last, events)
     }
 
-    /// Appends leaf hashes without recording a log position (tests).
+    /// Appends leaf hashes without recording a log position or index (tests).
     pub fn append(&self, leaves: &[Hash]) -> Result<u64, TreeError> {
-        self.append_inner(leaves, None)
+        self.append_inner(leaves, None, &[])
     }
 
     fn append_inner(
         &self,
         leaves: &[Hash],
         last: Option<authlog_schemas::Position>,
+        events: &[Indexed],
     ) -> Result<u64, TreeError> {
         let txn = self.db.begin_write().map_err(io)?;
         let size;
         {
             let mut nodes = txn.open_table(NODES).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
+            let mut by_key = txn.open_table(BY_KEY).map_err(io)?;
+            let mut time = txn.open_table(TIME).map_err(io)?;
+            let mut positions = txn.open_table(POSITIONS).map_err(io)?;
+            let mut signins = txn.open_table(SIGNINS).map_err(io)?;
+            let mut watermark = meta.get("watermark").map_err(io)?.map_or(0, |v| v.value());
+            for e in events {
+                for (field, hash) in &e.keys {
+                    by_key.insert((*field, *hash, e.seq), ()).map_err(io)?;
+                }
+                positions
+                    .insert(e.seq, (e.position.commit, e.position.prepare))
+                    .map_err(io)?;
+                if e.time_ms > watermark {
+                    watermark = e.time_ms;
+                    time.insert(watermark, e.seq).map_err(io)?;
+                }
+                if let Some(ok) = e.signin {
+                    let hour = e.time_ms - e.time_ms % 3_600_000;
+                    let key = (hour, u8::from(!ok));
+                    let n = signins.get(key).map_err(io)?.map_or(0, |v| v.value());
+                    signins.insert(key, n + 1).map_err(io)?;
+                }
+            }
+            meta.insert("watermark", watermark).map_err(io)?;
             let mut n = meta.get("size").map_err(io)?.map_or(0, |v| v.value());
             for leaf in leaves {
                 nodes.insert((0u8, n), leaf).map_err(io)?;
@@ -114,11 +291,121 @@ impl TreeStore {
             size = n;
         }
         txn.commit().map_err(io)?;
+        self.size.send_replace(size);
         Ok(size)
+    }
+
+    /// Seqs in `lo..hi` whose `field` hashes to `hash`, walking `direction`, at
+    /// most `max`.
+    pub fn scan_key(
+        &self,
+        field: Field,
+        hash: u64,
+        lo: u64,
+        hi: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<u64>, TreeError> {
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(BY_KEY).map_err(io)?;
+        let f = field as u8;
+        let range = t.range((f, hash, lo)..(f, hash, hi)).map_err(io)?;
+        let mut out = Vec::new();
+        let mut push = |item: Result<(redb::AccessGuard<(u8, u64, u64)>, redb::AccessGuard<()>), redb::StorageError>| -> Result<bool, TreeError> {
+            let (k, _) = item.map_err(io)?;
+            out.push(k.value().2);
+            Ok(out.len() < max)
+        };
+        match direction {
+            Direction::Forward => {
+                for item in range {
+                    if !push(item)? {
+                        break;
+                    }
+                }
+            }
+            Direction::Backward => {
+                for item in range.rev() {
+                    if !push(item)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The seq range `lo..hi` that holds every event with a time in
+    /// `from..=to` (milliseconds), within the tree's `size`.
+    pub fn seq_bounds(
+        &self,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+        size: u64,
+    ) -> Result<(u64, u64), TreeError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(TIME).map_err(io)?;
+        let first_at = |ms: u64| -> Result<Option<u64>, TreeError> {
+            Ok(t.range(ms..)
+                .map_err(io)?
+                .next()
+                .transpose()
+                .map_err(io)?
+                .map(|(_, v)| v.value()))
+        };
+        let lo = match from_ms {
+            None => 0,
+            Some(ms) => first_at(ms)?.unwrap_or(size),
+        };
+        let hi = match to_ms {
+            None => size,
+            Some(ms) => first_at(ms.saturating_add(TIME_MARGIN_MS + 1))?.unwrap_or(size),
+        };
+        Ok((lo.min(size), hi.min(size)))
+    }
+
+    /// The log position of leaf `seq`.
+    pub fn position_of(&self, seq: u64) -> Result<Option<Position>, TreeError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(POSITIONS).map_err(io)?;
+        Ok(t.get(seq)
+            .map_err(io)?
+            .map(|v| {
+                let (c, p) = v.value();
+                Position::new(c, p)
+            }))
+    }
+
+    /// Sign-ins per hour in `from..to` (ms): (hour start, successes, failures).
+    pub fn signins(&self, from_ms: u64, to_ms: u64) -> Result<Vec<(u64, u64, u64)>, TreeError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(SIGNINS).map_err(io)?;
+        let start = from_ms - from_ms % 3_600_000;
+        let mut out: Vec<(u64, u64, u64)> = Vec::new();
+        for item in t.range((start, 0u8)..(to_ms, 0u8)).map_err(io)?.take(24 * 400 * 2) {
+            let (k, v) = item.map_err(io)?;
+            let ((hour, outcome), n) = (k.value(), v.value());
+            match out.last_mut() {
+                Some(last) if last.0 == hour => {}
+                _ => out.push((hour, 0, 0)),
+            }
+            if let Some(last) = out.last_mut() {
+                if outcome == 0 {
+                    last.1 += n;
+                } else {
+                    last.2 += n;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A read view for the Merkle algorithms (one short read transaction).
     pub fn reader(&self) -> Result<TreeReader, TreeError> {
+        // A reader sees one snapshot: leaves committed later are not in it.
         let txn = self.db.begin_read().map_err(io)?;
         let nodes = txn.open_table(NODES).map_err(io)?;
         Ok(TreeReader { nodes })
@@ -197,12 +484,8 @@ pub async fn feed(
                     )));
                 }
             }
-            let hashes: Vec<Hash> = batch
-                .iter()
-                .map(|r| super::merkle::leaf_hash(&r.body))
-                .collect();
-            let last = batch.last().map(|r| r.position).unwrap_or_default();
-            tree2.append_at(&hashes, last)
+            let indexed: Vec<Indexed> = batch.iter().map(Indexed::of).collect();
+            tree2.append_indexed(&indexed)
         })
         .await;
         match result {

@@ -16,6 +16,11 @@ pub enum ApiError {
     InvalidToken,
     #[error("not found")]
     NotFound,
+    /// Not found, saying what is missing.
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(u64),
     #[error("the server is not ready: {0}")]
@@ -31,7 +36,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -42,7 +48,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidToken => "invalid_token",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::Forbidden(_) => "access_denied",
             ApiError::PayloadTooLarge(_) => "invalid_request",
             ApiError::Unavailable(_) => "temporarily_unavailable",
             ApiError::Internal(_) => "server_error",

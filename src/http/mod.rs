@@ -2,6 +2,7 @@
 //! [`with_state`], one rejection handler ([`error::recover`]).
 
 mod admin;
+pub mod audit;
 pub mod error;
 mod ops;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub admin_tokens: Vec<(String, [u8; 32])>,
     /// Seals and opens sidecars.
     pub kek: crate::seal::Kek,
+    /// The audit tree, indexes, checkpoint key and auditor tokens.
+    pub audit: Arc<crate::audit::Audit>,
     /// The OIDC flows' in-memory helpers.
     pub oidc: crate::oidc::service::Oidc,
     /// Turns true when shutdown begins: long-lived responses end themselves.
@@ -136,6 +139,17 @@ fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/admin/users") => "admin_users",
         p if p.starts_with("/admin/clients") => "admin_clients",
         p if p.starts_with("/admin/keys") => "admin_keys",
+        "/admin/audit/events" => "audit_events",
+        "/admin/audit/export" => "audit_export",
+        "/admin/audit/verify" => "audit_verify",
+        "/admin/audit/stats" => "audit_stats",
+        p if p.starts_with("/admin/audit/users/") => "audit_history",
+        p if p.starts_with("/admin/audit/proof/") => "audit_proof",
+        p if p.starts_with("/admin/audit/checkpoint") || p == "/admin/audit/key" => {
+            "audit_checkpoint"
+        }
+        p if p.starts_with("/admin/audit/ui") => "audit_ui",
+        "/oidc/account/history" => "account_history",
         _ => "other",
     }
 }
@@ -165,6 +179,7 @@ pub fn routes(
                 .or(admin::store_check(state.clone()))
                 .or(oidc::routes(state.clone()))
                 .or(registration::routes(state.clone()))
+                .or(audit::routes(state.clone()))
                 .or(admin_api::routes(state)),
         )
         .recover(error::recover)

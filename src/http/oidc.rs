@@ -1203,6 +1203,132 @@ fn userinfo_route(
         .then(|body, state, auth| userinfo(state, auth, body))
 }
 
+// ---- the user's own sign-in history -------------------------------------------------------
+
+/// How many recent sign-ins `/oidc/account/history` shows.
+const HISTORY_ENTRIES: usize = 30;
+
+/// `GET /oidc/account/history`: the signed-in user's recent sign-ins and failed
+/// attempts (time, IP, user agent, client, outcome), newest first, so they can
+/// spot one that was not theirs. The read is recorded like any audit read.
+async fn account_history(state: State, ctx: Ctx, cookie: Option<String>) -> Response {
+    let Some(session) = service::current_session(&state, cookie.as_deref()).await else {
+        let mut res = html::message_page(
+            "Sign-in history",
+            "Sign in first: this page shows the sign-ins of the account you are signed in with.",
+        );
+        *res.status_mut() = warp::http::StatusCode::UNAUTHORIZED;
+        return res;
+    };
+    let filter = crate::audit::query::Filter {
+        subject: Some(session.user_id.clone()),
+        types: vec!["login.".into()],
+        ..Default::default()
+    };
+    let want = match state.store.head().await {
+        Ok(h) => h.map_or(0, |h| h.seq + 1),
+        Err(e) => return history_unavailable(&e.to_string()),
+    };
+    let size = state
+        .audit
+        .tree
+        .wait_for(want, std::time::Duration::from_secs(3))
+        .await;
+    let page = match crate::audit::query::query(
+        &state.store,
+        &state.audit.tree,
+        &filter,
+        None,
+        HISTORY_ENTRIES,
+        crate::audit::tree::Direction::Backward,
+        size,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return history_unavailable(&e.to_string()),
+    };
+    let record = data::AuditAccessed {
+        token_name: "account:self".into(),
+        endpoint: "/oidc/account/history".into(),
+        filter: filter.to_json(),
+        result_count: page.events.len() as u64,
+    };
+    let actor = Actor {
+        kind: ActorKind::User,
+        id: session.user_id.clone(),
+    };
+    let recorded = match service::draft("audit-access", actor, &record, Some(&ctx)) {
+        Ok(env) => service::commit(
+            &state,
+            "audit-access",
+            crate::store::Expected::Any,
+            vec![service::Draft {
+                envelope: env.subject(session.user_id.clone()),
+                secret: None,
+            }],
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = recorded {
+        return history_unavailable(&e);
+    }
+    let views = state.views.read().await;
+    let rows: Vec<html::HistoryRow> = page
+        .events
+        .iter()
+        .filter_map(|r| r.envelope().ok())
+        .map(|env| {
+            let source = env.source.clone().unwrap_or_default();
+            let client = env.client_id.as_ref().map(|c| {
+                views
+                    .clients
+                    .get(c)
+                    .map(|cl| cl.metadata.client_name.clone())
+                    .unwrap_or_else(|| c.clone())
+            });
+            html::HistoryRow {
+                time: env.time.to_string(),
+                succeeded: env.outcome == authlog_schemas::Outcome::Success,
+                reason: env.reason.clone(),
+                ip: source.ip,
+                user_agent: source.user_agent,
+                client,
+            }
+        })
+        .collect();
+    let username = views
+        .users
+        .get(&session.user_id)
+        .map(|u| u.username.clone())
+        .unwrap_or_default();
+    drop(views);
+    html::history_page(&username, &rows)
+}
+
+fn history_unavailable(detail: &str) -> Response {
+    tracing::error!(error = %detail, "sign-in history");
+    let mut res = html::message_page(
+        "Sign-in history",
+        "Your sign-in history cannot be shown right now; try again in a moment.",
+    );
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    res
+}
+
+fn account_history_route(
+    state: State,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("oidc" / "account" / "history")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(ctx(state.clone()))
+        .and(cookie(&state))
+        .then(account_history)
+}
+
 // ---- logout ----------------------------------------------------------------------------
 
 async fn logout(
@@ -1460,6 +1586,8 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .or(userinfo_route(state.clone()))
         .unify()
         .or(logout_route(state.clone()))
+        .unify()
+        .or(account_history_route(state.clone()))
         .unify()
         .or(register_route(state))
         .unify()

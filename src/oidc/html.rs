@@ -31,6 +31,8 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margi
 h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}input[type=text],input[type=password],input[type=email]{width:100%;padding:.5rem;box-sizing:border-box}\
 button{margin-top:1rem;padding:.5rem 1.2rem;margin-right:.5rem}.error{color:#a40000}ul{padding-left:1.2rem}small{color:#555}";
 
+const WIDE: &str = "body{max-width:60rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;font-size:.9rem;overflow-wrap:anywhere}tr.failed td{background:#fde8e8}";
+
 /// A page: title, body markup (already built from escaped parts), and the CSP
 /// `form-action` sources (default `'self'`).
 pub struct Page {
@@ -39,6 +41,8 @@ pub struct Page {
     pub body: String,
     pub form_action: Option<String>,
     pub script: Option<String>,
+    /// Tables need more than the forms' width.
+    pub wide: bool,
 }
 
 impl Page {
@@ -49,6 +53,7 @@ impl Page {
             body,
             form_action: None,
             script: None,
+            wide: false,
         }
     }
 
@@ -66,8 +71,9 @@ impl Page {
             .as_ref()
             .map(|s| format!("<script nonce=\"{nonce}\">{s}</script>"))
             .unwrap_or_default();
+        let wide = if self.wide { WIDE } else { "" };
         let html = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style nonce=\"{nonce}\">{STYLE}</style></head><body>{}{script}</body></html>",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style nonce=\"{nonce}\">{STYLE}{wide}</style></head><body>{}{script}</body></html>",
             Text(&self.title),
             self.body
         );
@@ -188,6 +194,58 @@ pub fn logout_confirm_page(action: &str, tx: &str, csrf: &str) -> Response {
         hidden("csrf", csrf)
     );
     Page::new("Sign out?", body).render()
+}
+
+/// One line of a user's own sign-in history.
+pub struct HistoryRow {
+    pub time: String,
+    pub succeeded: bool,
+    pub reason: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The client's name (or id).
+    pub client: Option<String>,
+}
+
+/// The signed-in user's recent sign-ins, newest first.
+pub fn history_page(username: &str, rows: &[HistoryRow]) -> Response {
+    let mut table = String::new();
+    for r in rows {
+        let outcome = if r.succeeded {
+            "Signed in".to_string()
+        } else {
+            format!(
+                "Failed ({})",
+                r.reason.as_deref().unwrap_or("unknown reason")
+            )
+        };
+        let _ = write!(
+            table,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r.succeeded { "ok" } else { "failed" },
+            Text(&r.time),
+            Text(&outcome),
+            Text(r.ip.as_deref().unwrap_or("-")),
+            Text(r.user_agent.as_deref().unwrap_or("-")),
+            Text(r.client.as_deref().unwrap_or("-")),
+        );
+    }
+    let body = if rows.is_empty() {
+        "<p>No sign-ins recorded yet.</p>".to_string()
+    } else {
+        format!(
+            "<table><thead><tr><th>Time (UTC)</th><th>Outcome</th><th>IP address</th><th>Browser or app</th><th>Signed in to</th></tr></thead><tbody>{table}</tbody></table>"
+        )
+    };
+    let mut page = Page::new(
+        "Sign-in history",
+        format!(
+            "<h1>Recent sign-ins for {}</h1><p>If you see a sign-in that was not you, change your password and tell your administrator.</p>{body}",
+            Text(username)
+        ),
+    );
+    page.wide = true;
+    page.render()
 }
 
 pub fn message_page(title: &str, message: &str) -> Response {
