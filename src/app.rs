@@ -253,7 +253,9 @@ impl Application {
         let (audit_key, trusted) = crate::audit::checkpoint::load(&config.audit)
             .map_err(|e| StartError::Setup(e.to_string()))?;
         if audit_key.is_none() {
-            tracing::warn!("no audit signing key configured: the log is not checkpointed (set AUTHLOG_AUDIT_SIGNING_KEY; `authlog audit keygen` makes one)");
+            tracing::warn!(
+                "no audit signing key configured: the log is not checkpointed (set AUTHLOG_AUDIT_SIGNING_KEY; `authlog audit keygen` makes one)"
+            );
         }
         // Bind before starting anything that would outlive a failed start.
         let bind_error = |error| StartError::Bind {

@@ -722,11 +722,8 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
             let key = read_public_key(&key)?;
             let input = std::fs::File::open(&file)
                 .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
-            let report = crate::audit::export::verify_export(
-                std::io::BufReader::new(input),
-                &cp,
-                &key,
-            );
+            let report =
+                crate::audit::export::verify_export(std::io::BufReader::new(input), &cp, &key);
             for p in &report.problems {
                 println!("  {p}");
             }
@@ -763,7 +760,10 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                         crate::audit::checkpoint::load(&config.audit).map_err(|e| other(&e))?;
                     let tree_path = config.data_dir.join(app::AUDIT_TREE_FILE);
                     let witness = if tree_path.exists() {
-                        Some(crate::audit::tree::TreeStore::open(&tree_path).map_err(|e| other(&e))?)
+                        Some(
+                            crate::audit::tree::TreeStore::open(&tree_path)
+                                .map_err(|e| other(&e))?,
+                        )
                     } else {
                         eprintln!(
                             "authlog: no audit tree at {}: checking against checkpoints only",
@@ -771,10 +771,14 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                         );
                         None
                     };
-                    let report =
-                        crate::audit::verify::verify_log(&store, witness.as_ref(), &trusted, &extra)
-                            .await
-                            .map_err(|e| other(&e))?;
+                    let report = crate::audit::verify::verify_log(
+                        &store,
+                        witness.as_ref(),
+                        &trusted,
+                        &extra,
+                    )
+                    .await
+                    .map_err(|e| other(&e))?;
                     record_local_access(&store, report.events).await;
                     report
                 }
@@ -789,8 +793,14 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                     eprintln!(
                         "authlog: the store is locked by a running server; verifying through its admin API at {url}"
                     );
-                    let v = admin_call(&url, &token, reqwest::Method::GET, "/admin/audit/verify", None)
-                        .await?;
+                    let v = admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::GET,
+                        "/admin/audit/verify",
+                        None,
+                    )
+                    .await?;
                     serde_json::from_value(v).map_err(|e| other(&e))?
                 }
                 Err(e) => return Err(e.into()),
@@ -865,9 +875,11 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                 let mut body = response.bytes_stream();
                 let mut bytes = 0u64;
                 while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| CliError::Other(format!("the export broke off: {e}")))?;
+                    let chunk =
+                        chunk.map_err(|e| CliError::Other(format!("the export broke off: {e}")))?;
                     bytes += chunk.len() as u64;
-                    out.write_all(&chunk).map_err(|e| CliError::Other(e.to_string()))?;
+                    out.write_all(&chunk)
+                        .map_err(|e| CliError::Other(e.to_string()))?;
                 }
                 out.flush().map_err(|e| CliError::Other(e.to_string()))?;
                 if let Some(path) = &output {

@@ -278,6 +278,11 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ),
     ("AUTHLOG_LOGIN_LOCK_S", "login.lock_s", Kind::Int),
     (
+        "AUTHLOG_LOGIN_TRUSTED_PROXIES",
+        "login.trusted_proxies",
+        Kind::List,
+    ),
+    (
         "AUTHLOG_VIEWS_SNAPSHOT_EVERY",
         "views.snapshot_every",
         Kind::Int,
@@ -301,6 +306,8 @@ enum Kind {
     Str,
     Int,
     Bool,
+    /// Comma-separated.
+    List,
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -380,6 +387,14 @@ impl Config {
             };
             let v = match kind {
                 Kind::Str => toml::Value::String(value.clone()),
+                Kind::List => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_string()))
+                        .collect(),
+                ),
                 Kind::Bool => toml::Value::Boolean(match value.as_str() {
                     "true" | "1" => true,
                     "false" | "0" => false,
@@ -478,7 +493,9 @@ impl Config {
             return Err(bad("admin and auditor token names must be unique"));
         }
         if all().any(|t| t.token.expose().len() < 16) {
-            return Err(bad("admin and auditor tokens must be at least 16 characters"));
+            return Err(bad(
+                "admin and auditor tokens must be at least 16 characters",
+            ));
         }
         if self.audit.signing_key.is_some() && self.audit.signing_key_file.is_some() {
             return Err(bad(

@@ -56,8 +56,8 @@ impl AuditKey {
                 seed.len()
             )));
         }
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
-            .map_err(|e| KeyError::Bad(e.to_string()))?;
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|e| KeyError::Bad(e.to_string()))?;
         Ok(AuditKey { pair })
     }
 
@@ -214,7 +214,9 @@ impl TrustedKeys {
 
 /// The audit key from configuration, if any, and every key whose checkpoints
 /// are trusted.
-pub fn load(config: &crate::config::AuditConfig) -> Result<(Option<AuditKey>, TrustedKeys), KeyError> {
+pub fn load(
+    config: &crate::config::AuditConfig,
+) -> Result<(Option<AuditKey>, TrustedKeys), KeyError> {
     let key = match (&config.signing_key, &config.signing_key_file) {
         (Some(k), _) => Some(AuditKey::from_base64(k.expose())?),
         (None, Some(path)) => {

@@ -31,11 +31,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::AuditError;
 use super::checkpoint::{AuditKey, Checkpoint, PublicKey};
 use super::merkle::{Hash, inclusion_proof, leaf_hash, verify_inclusion};
 use super::query::{Filter, query};
 use super::tree::{Direction, TreeStore};
-use super::AuditError;
 use crate::store::DynStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,7 +420,9 @@ pub fn verify_export(
             continue;
         };
         let Some((seq, body)) = split_event_line(l.event.get().as_bytes()) else {
-            report.problem(format!("line {n}: the event does not start with its position, revision and seq"));
+            report.problem(format!(
+                "line {n}: the event does not start with its position, revision and seq"
+            ));
             continue;
         };
         report.events += 1;

@@ -140,10 +140,7 @@ impl Audit {
                 Ok(appended) => {
                     // The seq of the checkpoint event: the tree learns it as it
                     // follows the log.
-                    let size = self
-                        .tree
-                        .wait_for(want + 1, Duration::from_secs(5))
-                        .await;
+                    let size = self.tree.wait_for(want + 1, Duration::from_secs(5)).await;
                     if size > want
                         && let Some(p) = appended.last_position()
                     {
@@ -195,7 +192,9 @@ pub async fn catch_up(store: &DynStore, tree: &Arc<TreeStore>) -> Result<u64, Au
         None => ReadFrom::Start,
     };
     loop {
-        let page = store.read_all(from, crate::store::embedded::MAX_READ).await?;
+        let page = store
+            .read_all(from, crate::store::embedded::MAX_READ)
+            .await?;
         let Some(last) = page.last().map(|r| r.position) else {
             return Ok(tree.size()?);
         };

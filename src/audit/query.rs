@@ -171,11 +171,12 @@ impl Filter {
             && eq(&self.client_id, e.client_id.as_deref())
             && eq(&self.session_id, e.session_id.as_deref())
             && eq(&self.outcome, Some(&e.outcome))
-            && eq(
-                &self.ip,
-                e.source.as_ref().and_then(|s| s.ip.as_deref()),
-            )
-            && (self.types.is_empty() || self.types.iter().any(|p| e.event_type.starts_with(p.as_str())))
+            && eq(&self.ip, e.source.as_ref().and_then(|s| s.ip.as_deref()))
+            && (self.types.is_empty()
+                || self
+                    .types
+                    .iter()
+                    .any(|p| e.event_type.starts_with(p.as_str())))
             && self.from.is_none_or(|f| e.time >= f)
             && self.to.is_none_or(|t| e.time <= t)
     }
@@ -191,7 +192,8 @@ pub struct Page {
 
 /// The driving index of a query: the keys whose entries are the candidates.
 fn driver(filter: &Filter) -> Option<(Field, Vec<u64>)> {
-    let one = |field: Field, v: &Option<String>| v.as_ref().map(|v| (field, vec![key_hash(field, v)]));
+    let one =
+        |field: Field, v: &Option<String>| v.as_ref().map(|v| (field, vec![key_hash(field, v)]));
     one(Field::Subject, &filter.subject)
         .or_else(|| one(Field::Session, &filter.session_id))
         .or_else(|| one(Field::Client, &filter.client_id))
@@ -225,7 +227,9 @@ fn candidates(
     let Some((field, keys)) = driver else {
         return Ok(match direction {
             Direction::Forward => (lo..hi.min(lo + CHUNK as u64)).collect(),
-            Direction::Backward => (hi.saturating_sub(CHUNK as u64).max(lo)..hi).rev().collect(),
+            Direction::Backward => (hi.saturating_sub(CHUNK as u64).max(lo)..hi)
+                .rev()
+                .collect(),
         });
     };
     let mut all = Vec::new();
@@ -254,8 +258,9 @@ async fn fetch(
     let ascending_run = seqs.windows(2).all(|w| w[1] == w[0] + 1);
     let descending_run = seqs.windows(2).all(|w| w[0] == w[1] + 1);
     let position = |seq: u64| -> Result<authlog_schemas::Position, AuditError> {
-        tree.position_of(seq)?
-            .ok_or_else(|| AuditError::Other(format!("the audit index has no position for seq {seq}")))
+        tree.position_of(seq)?.ok_or_else(|| {
+            AuditError::Other(format!("the audit index has no position for seq {seq}"))
+        })
     };
     let mut out = Vec::with_capacity(seqs.len());
     if ascending_run || descending_run {
@@ -362,7 +367,11 @@ mod tests {
     #[test]
     fn filters_parse_strictly() {
         let f = Filter::from_pairs(
-            [("type", "login."), ("type", "token.granted"), ("outcome", "failure")],
+            [
+                ("type", "login."),
+                ("type", "token.granted"),
+                ("outcome", "failure"),
+            ],
             &[],
         )
         .unwrap();
@@ -374,7 +383,10 @@ mod tests {
         assert!(Filter::from_pairs([("from", "yesterday")], &[]).is_err());
         assert!(
             Filter::from_pairs(
-                [("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")],
+                [
+                    ("from", "2026-11-02T00:00:00Z"),
+                    ("to", "2026-11-01T00:00:00Z")
+                ],
                 &[]
             )
             .is_err()
@@ -392,7 +404,13 @@ mod tests {
         assert!(!f(&[("type", "login.succeeded")]).matches(body));
         assert!(!f(&[("client_id", "c2")]).matches(body));
         assert!(!f(&[("session_id", "s")]).matches(body));
-        assert!(f(&[("from", "2026-11-20T10:00:00Z"), ("to", "2026-11-20T10:00:00Z")]).matches(body));
+        assert!(
+            f(&[
+                ("from", "2026-11-20T10:00:00Z"),
+                ("to", "2026-11-20T10:00:00Z")
+            ])
+            .matches(body)
+        );
         assert!(!f(&[("from", "2026-11-20T10:00:00.001Z")]).matches(body));
         assert!(!f(&[("to", "2026-11-20T09:59:59.999Z")]).matches(body));
     }

@@ -115,7 +115,10 @@ impl Indexed {
             signin: None,
         };
         let Ok(f) = serde_json::from_slice::<Fields>(&r.body) else {
-            tracing::warn!(seq = r.seq, "audit index: unreadable body, indexed by seq only");
+            tracing::warn!(
+                seq = r.seq,
+                "audit index: unreadable body, indexed by seq only"
+            );
             return out;
         };
         out.time_ms = f.time.unix_millis().max(0) as u64;
@@ -128,10 +131,7 @@ impl Indexed {
         add(Field::Subject, f.subject.as_deref());
         add(Field::Client, f.client_id.as_deref());
         add(Field::Session, f.session_id.as_deref());
-        add(
-            Field::Ip,
-            f.source.as_ref().and_then(|s| s.ip.as_deref()),
-        );
+        add(Field::Ip, f.source.as_ref().and_then(|s| s.ip.as_deref()));
         out.signin = match &*f.event_type {
             "login.succeeded" => Some(true),
             "login.failed" => Some(false),
@@ -168,7 +168,11 @@ pub struct TreeStore {
 
 impl TreeStore {
     pub fn open(path: &Path) -> Result<TreeStore, TreeError> {
-        let db = Database::create(path).map_err(io)?;
+        // A bounded page cache: memory does not grow with the log.
+        let db = Database::builder()
+            .set_cache_size(32 << 20)
+            .create(path)
+            .map_err(io)?;
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(NODES).map_err(io)?;
         txn.open_table(META).map_err(io)?;
@@ -314,7 +318,11 @@ impl TreeStore {
         let f = field as u8;
         let range = t.range((f, hash, lo)..(f, hash, hi)).map_err(io)?;
         let mut out = Vec::new();
-        let mut push = |item: Result<(redb::AccessGuard<(u8, u64, u64)>, redb::AccessGuard<()>), redb::StorageError>| -> Result<bool, TreeError> {
+        let mut push = |item: Result<
+            (redb::AccessGuard<(u8, u64, u64)>, redb::AccessGuard<()>),
+            redb::StorageError,
+        >|
+         -> Result<bool, TreeError> {
             let (k, _) = item.map_err(io)?;
             out.push(k.value().2);
             Ok(out.len() < max)
@@ -371,12 +379,10 @@ impl TreeStore {
     pub fn position_of(&self, seq: u64) -> Result<Option<Position>, TreeError> {
         let txn = self.db.begin_read().map_err(io)?;
         let t = txn.open_table(POSITIONS).map_err(io)?;
-        Ok(t.get(seq)
-            .map_err(io)?
-            .map(|v| {
-                let (c, p) = v.value();
-                Position::new(c, p)
-            }))
+        Ok(t.get(seq).map_err(io)?.map(|v| {
+            let (c, p) = v.value();
+            Position::new(c, p)
+        }))
     }
 
     /// Sign-ins per hour in `from..to` (ms): (hour start, successes, failures).
@@ -385,7 +391,11 @@ impl TreeStore {
         let t = txn.open_table(SIGNINS).map_err(io)?;
         let start = from_ms - from_ms % 3_600_000;
         let mut out: Vec<(u64, u64, u64)> = Vec::new();
-        for item in t.range((start, 0u8)..(to_ms, 0u8)).map_err(io)?.take(24 * 400 * 2) {
+        for item in t
+            .range((start, 0u8)..(to_ms, 0u8))
+            .map_err(io)?
+            .take(24 * 400 * 2)
+        {
             let (k, v) = item.map_err(io)?;
             let ((hour, outcome), n) = (k.value(), v.value());
             match out.last_mut() {

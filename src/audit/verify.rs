@@ -153,7 +153,9 @@ pub async fn verify_log(
     let mut acc = Accumulator::default();
     let mut next_seq = 0u64;
     let mut from = ReadFrom::Start;
-    let check_due = |acc: &Accumulator, report: &mut Report, due: &mut BTreeMap<u64, Vec<Checkpoint>>| {
+    let check_due = |acc: &Accumulator,
+                     report: &mut Report,
+                     due: &mut BTreeMap<u64, Vec<Checkpoint>>| {
         if let Some(cps) = due.remove(&acc.size) {
             let root = hex::encode(acc.root());
             for cp in cps {
@@ -177,7 +179,9 @@ pub async fn verify_log(
     };
     check_due(&acc, &mut report, &mut due);
     loop {
-        let page = store.read_all(from, crate::store::embedded::MAX_READ).await?;
+        let page = store
+            .read_all(from, crate::store::embedded::MAX_READ)
+            .await?;
         let Some(last) = page.last().map(|r| r.position) else {
             break;
         };
@@ -248,10 +252,17 @@ mod tests {
     fn the_accumulator_agrees_with_the_definition_at_every_size() {
         let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
         let mut acc = Accumulator::default();
-        assert_eq!(acc.root(), super::super::merkle::root(leaves.as_slice(), 0, 0));
+        assert_eq!(
+            acc.root(),
+            super::super::merkle::root(leaves.as_slice(), 0, 0)
+        );
         for n in 1..=70u64 {
             acc.push(leaves[n as usize - 1]);
-            assert_eq!(acc.root(), super::super::merkle::root(leaves.as_slice(), 0, n), "size {n}");
+            assert_eq!(
+                acc.root(),
+                super::super::merkle::root(leaves.as_slice(), 0, n),
+                "size {n}"
+            );
         }
     }
 }

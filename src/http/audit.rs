@@ -180,8 +180,8 @@ async fn indexed_size(state: &State) -> Result<u64, ApiError> {
     Ok(state.audit.tree.wait_for(want, INDEX_WAIT).await)
 }
 
-fn pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = std::convert::Infallible> + Clone
-{
+fn pairs()
+-> impl Filter<Extract = (Vec<(String, String)>,), Error = std::convert::Infallible> + Clone {
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
@@ -189,14 +189,21 @@ fn pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = std::conve
 }
 
 fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
-fn number<T: std::str::FromStr>(pairs: &[(String, String)], name: &str) -> Result<Option<T>, ApiError> {
+fn number<T: std::str::FromStr>(
+    pairs: &[(String, String)],
+    name: &str,
+) -> Result<Option<T>, ApiError> {
     param(pairs, name)
         .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| ApiError::InvalidRequest(format!("{name} must be a non-negative integer")))
+            v.parse::<T>().map_err(|_| {
+                ApiError::InvalidRequest(format!("{name} must be a non-negative integer"))
+            })
         })
         .transpose()
 }
@@ -226,20 +233,39 @@ fn json_response(body: Vec<u8>) -> Response {
 }
 
 /// `GET /admin/audit/events`.
-async fn events(reader: Reader, pairs: Vec<(String, String)>, state: State) -> Result<Response, warp::Rejection> {
+async fn events(
+    reader: Reader,
+    pairs: Vec<(String, String)>,
+    state: State,
+) -> Result<Response, warp::Rejection> {
     let filter = filter_of(&pairs, &["limit", "after", "order"])?;
     let limit = number::<usize>(&pairs, "limit")?.unwrap_or(100);
     let after = number::<u64>(&pairs, "after")?;
     let dir = direction(&pairs, Direction::Forward)?;
     let size = indexed_size(&state).await?;
-    let page = query(&state.store, &state.audit.tree, &filter, after, limit, dir, size)
-        .await
-        .map_err(ApiError::from)?;
+    let page = query(
+        &state.store,
+        &state.audit.tree,
+        &filter,
+        after,
+        limit,
+        dir,
+        size,
+    )
+    .await
+    .map_err(ApiError::from)?;
     let mut f = filter.to_json();
     if let Some(a) = after {
         f.insert("after".into(), json!(a.to_string()));
     }
-    record(&state, &reader, "/admin/audit/events", f, page.events.len() as u64).await?;
+    record(
+        &state,
+        &reader,
+        "/admin/audit/events",
+        f,
+        page.events.len() as u64,
+    )
+    .await?;
     let mut out = b"{\"events\":[".to_vec();
     for (i, r) in page.events.iter().enumerate() {
         if i > 0 {
@@ -282,7 +308,9 @@ async fn history(
 ) -> Result<Response, warp::Rejection> {
     let id = percent_decode(&id);
     if pairs.iter().any(|(k, _)| k == "subject") {
-        return Err(ApiError::InvalidRequest("the user is in the path, not in subject".into()).into());
+        return Err(
+            ApiError::InvalidRequest("the user is in the path, not in subject".into()).into(),
+        );
     }
     let (user_id, username) = resolve_user(&state, &id).await;
     let mut filter = filter_of(&pairs, &["limit", "after", "order"])?;
@@ -291,9 +319,17 @@ async fn history(
     let after = number::<u64>(&pairs, "after")?;
     let dir = direction(&pairs, Direction::Backward)?;
     let size = indexed_size(&state).await?;
-    let page = query(&state.store, &state.audit.tree, &filter, after, limit, dir, size)
-        .await
-        .map_err(ApiError::from)?;
+    let page = query(
+        &state.store,
+        &state.audit.tree,
+        &filter,
+        after,
+        limit,
+        dir,
+        size,
+    )
+    .await
+    .map_err(ApiError::from)?;
     let entries: Vec<serde_json::Value> = page
         .events
         .iter()
@@ -318,7 +354,14 @@ async fn history(
     if let Some(a) = after {
         f.insert("after".into(), json!(a.to_string()));
     }
-    record(&state, &reader, "/admin/audit/users/{id}/history", f, entries.len() as u64).await?;
+    record(
+        &state,
+        &reader,
+        "/admin/audit/users/{id}/history",
+        f,
+        entries.len() as u64,
+    )
+    .await?;
     let body = json!({
         "user_id": user_id,
         "username": username,
@@ -353,7 +396,10 @@ async fn export_route(
         Some("true") => true,
         Some("false") => false,
         Some(p) => {
-            return Err(ApiError::InvalidRequest(format!("proofs must be true or false, not {p:?}")).into());
+            return Err(ApiError::InvalidRequest(format!(
+                "proofs must be true or false, not {p:?}"
+            ))
+            .into());
         }
     };
     if proofs && format != Format::Ndjson {
@@ -363,7 +409,11 @@ async fn export_route(
         (false, _) => None,
         (true, Some(k)) => Some(k.clone()),
         (true, None) => {
-            return Err(ApiError::InvalidRequest(format!("{}; or export with proofs=false", AuditError::NoKey)).into());
+            return Err(ApiError::InvalidRequest(format!(
+                "{}; or export with proofs=false",
+                AuditError::NoKey
+            ))
+            .into());
         }
     };
     let spec = match key {
@@ -382,7 +432,9 @@ async fn export_route(
                     .rev()
                     .find(|c| c.tree_size == size)
                     .ok_or_else(|| {
-                        ApiError::InvalidRequest(format!("the log has no checkpoint of size {size}"))
+                        ApiError::InvalidRequest(format!(
+                            "the log has no checkpoint of size {size}"
+                        ))
                     })?,
                 None => state
                     .audit
@@ -411,7 +463,14 @@ async fn export_route(
             }
         };
         let mut f = spec.filter.to_json();
-        f.insert("format".into(), json!(if spec.format == Format::Csv { "csv" } else { "ndjson" }));
+        f.insert(
+            "format".into(),
+            json!(if spec.format == Format::Csv {
+                "csv"
+            } else {
+                "ndjson"
+            }),
+        );
         f.insert("complete".into(), json!(outcome.is_ok()));
         if let Err(e) = record(&st, &reader, "/admin/audit/export", f, count).await {
             tracing::error!(error = %e, "recording an audit export");
@@ -419,13 +478,18 @@ async fn export_route(
     });
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut res = warp::reply::stream(body).into_response();
-    let ext = if format == Format::Csv { "csv" } else { "ndjson" };
+    let ext = if format == Format::Csv {
+        "csv"
+    } else {
+        "ndjson"
+    };
     let h = res.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(format.content_type()));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static(format.content_type()),
+    );
     h.insert("cache-control", HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"authlog-audit.{ext}\""
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"authlog-audit.{ext}\"")) {
         h.insert("content-disposition", v);
     }
     Ok(res)
@@ -461,7 +525,9 @@ async fn new_checkpoint(reader: Reader, state: State) -> Result<Response, warp::
 
 /// `GET /admin/audit/checkpoints`: every one, oldest first.
 async fn all_checkpoints(_reader: Reader, state: State) -> Result<Response, warp::Rejection> {
-    let all = read_checkpoints(&state.store).await.map_err(ApiError::from)?;
+    let all = read_checkpoints(&state.store)
+        .await
+        .map_err(ApiError::from)?;
     Ok(warp::reply::json(&json!({ "checkpoints": all })).into_response())
 }
 
@@ -492,16 +558,30 @@ fn hexes(hashes: &[merkle::Hash]) -> Vec<String> {
 }
 
 /// `GET /admin/audit/proof/inclusion?seq=N&tree_size=M`.
-async fn inclusion(_reader: Reader, pairs: Vec<(String, String)>, state: State) -> Result<Response, warp::Rejection> {
-    let seq = number::<u64>(&pairs, "seq")?.ok_or_else(|| ApiError::InvalidRequest("seq is required".into()))?;
+async fn inclusion(
+    _reader: Reader,
+    pairs: Vec<(String, String)>,
+    state: State,
+) -> Result<Response, warp::Rejection> {
+    let seq = number::<u64>(&pairs, "seq")?
+        .ok_or_else(|| ApiError::InvalidRequest("seq is required".into()))?;
     let size = number::<u64>(&pairs, "tree_size")?
         .ok_or_else(|| ApiError::InvalidRequest("tree_size is required".into()))?;
-    let have = state.audit.tree.size().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let have = state
+        .audit
+        .tree
+        .size()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if size > have {
-        return Err(ApiError::InvalidRequest(format!("tree_size {size} is beyond the tree's {have} leaves")).into());
+        return Err(ApiError::InvalidRequest(format!(
+            "tree_size {size} is beyond the tree's {have} leaves"
+        ))
+        .into());
     }
     if seq >= size {
-        return Err(ApiError::InvalidRequest(format!("seq {seq} is not below tree_size {size}")).into());
+        return Err(
+            ApiError::InvalidRequest(format!("seq {seq} is not below tree_size {size}")).into(),
+        );
     }
     let tree = state.audit.tree.clone();
     let (leaf, root, path) = tokio::task::spawn_blocking(move || {
@@ -527,10 +607,20 @@ async fn inclusion(_reader: Reader, pairs: Vec<(String, String)>, state: State) 
 }
 
 /// `GET /admin/audit/proof/consistency?from=M1&to=M2`.
-async fn consistency(_reader: Reader, pairs: Vec<(String, String)>, state: State) -> Result<Response, warp::Rejection> {
-    let from = number::<u64>(&pairs, "from")?.ok_or_else(|| ApiError::InvalidRequest("from is required".into()))?;
-    let to = number::<u64>(&pairs, "to")?.ok_or_else(|| ApiError::InvalidRequest("to is required".into()))?;
-    let have = state.audit.tree.size().map_err(|e| ApiError::Internal(e.to_string()))?;
+async fn consistency(
+    _reader: Reader,
+    pairs: Vec<(String, String)>,
+    state: State,
+) -> Result<Response, warp::Rejection> {
+    let from = number::<u64>(&pairs, "from")?
+        .ok_or_else(|| ApiError::InvalidRequest("from is required".into()))?;
+    let to = number::<u64>(&pairs, "to")?
+        .ok_or_else(|| ApiError::InvalidRequest("to is required".into()))?;
+    let have = state
+        .audit
+        .tree
+        .size()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if from == 0 || from > to || to > have {
         return Err(ApiError::InvalidRequest(format!(
             "need 0 < from <= to <= {have} (the tree's size)"
@@ -573,17 +663,31 @@ async fn verify(reader: Reader, state: State) -> Result<Response, warp::Rejectio
     )
     .await
     .map_err(ApiError::from)?;
-    record(&state, &reader, "/admin/audit/verify", serde_json::Map::new(), report.events).await?;
+    record(
+        &state,
+        &reader,
+        "/admin/audit/verify",
+        serde_json::Map::new(),
+        report.events,
+    )
+    .await?;
     let mut body = serde_json::to_value(&report).unwrap_or_default();
     body["ok"] = json!(report.ok());
     Ok(warp::reply::json(&body).into_response())
 }
 
 /// `GET /admin/audit/stats?from&to`: sign-ins per hour (default: the last 7 days).
-async fn stats(reader: Reader, pairs: Vec<(String, String)>, state: State) -> Result<Response, warp::Rejection> {
+async fn stats(
+    reader: Reader,
+    pairs: Vec<(String, String)>,
+    state: State,
+) -> Result<Response, warp::Rejection> {
     let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
         param(&pairs, name)
-            .map(|v| v.parse::<Timestamp>().map_err(|e| ApiError::InvalidRequest(format!("{name}: {e}"))))
+            .map(|v| {
+                v.parse::<Timestamp>()
+                    .map_err(|e| ApiError::InvalidRequest(format!("{name}: {e}")))
+            })
             .transpose()
     };
     let to = time("to")?.unwrap_or_else(service::now);
@@ -596,7 +700,10 @@ async fn stats(reader: Reader, pairs: Vec<(String, String)>, state: State) -> Re
     }
     indexed_size(&state).await?;
     let tree = state.audit.tree.clone();
-    let (a, b) = (from.unix_millis().max(0) as u64, to.unix_millis().max(0) as u64);
+    let (a, b) = (
+        from.unix_millis().max(0) as u64,
+        to.unix_millis().max(0) as u64,
+    );
     let hours = tokio::task::spawn_blocking(move || tree.signins(a, b.saturating_add(1)))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -644,7 +751,10 @@ fn html(page: &str, nonce: &str, values: &[(&str, &str)]) -> Response {
     );
     let mut res = Response::new(body.into());
     let h = res.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert("content-security-policy", v);
     }
@@ -668,7 +778,11 @@ fn set_cookie(mut res: Response, cookie: &str) -> Response {
 fn login_page(state: &State, error: &str) -> Result<Response, ApiError> {
     let csrf = random()?;
     let nonce = random()?;
-    let mut res = html(LOGIN_PAGE, &nonce, &[("__LOGIN_CSRF__", &csrf), ("__ERROR__", error)]);
+    let mut res = html(
+        LOGIN_PAGE,
+        &nonce,
+        &[("__LOGIN_CSRF__", &csrf), ("__ERROR__", error)],
+    );
     if !error.is_empty() {
         *res.status_mut() = StatusCode::UNAUTHORIZED;
     }
@@ -686,7 +800,11 @@ async fn ui(cookie: Option<String>, state: State) -> Result<Response, warp::Reje
     match open_session(&state, cookie.as_deref()) {
         Some(s) => {
             let nonce = random()?;
-            Ok(html(UI_PAGE, &nonce, &[("__CSRF__", &s.c), ("__NAME__", &s.n)]))
+            Ok(html(
+                UI_PAGE,
+                &nonce,
+                &[("__CSRF__", &s.c), ("__NAME__", &s.n)],
+            ))
         }
         None => Ok(login_page(&state, "")?),
     }
@@ -715,7 +833,10 @@ async fn ui_sign_in(
             .http_requests
             .with_label_values(&["failure", "audit_ui_sign_in"])
             .inc();
-        return Ok(login_page(&state, "That token is not an admin or auditor token.")?);
+        return Ok(login_page(
+            &state,
+            "That token is not an admin or auditor token.",
+        )?);
     };
     let session = UiSession {
         n: name,
@@ -728,7 +849,8 @@ async fn ui_sign_in(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut res = Response::new(Vec::<u8>::new().into());
     *res.status_mut() = StatusCode::SEE_OTHER;
-    res.headers_mut().insert("location", HeaderValue::from_static("/admin/audit/ui"));
+    res.headers_mut()
+        .insert("location", HeaderValue::from_static("/admin/audit/ui"));
     let res = set_cookie(
         res,
         &format!(
@@ -759,7 +881,9 @@ async fn ui_sign_out(_reader: Reader, state: State) -> Result<Response, warp::Re
 
 fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
     super::bounded_body(4096).map(|body: Bytes| {
-        form_urlencoded::parse(&body).into_owned().collect::<Vec<_>>()
+        form_urlencoded::parse(&body)
+            .into_owned()
+            .collect::<Vec<_>>()
     })
 }
 

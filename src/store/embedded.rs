@@ -47,6 +47,9 @@ const MAX_BATCH: usize = 4096;
 /// Events read per read transaction.
 const READ_PAGE: usize = 256;
 
+/// redb's page cache for the log.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The file name of the database under its directory.
 pub const DB_FILE: &str = "events.redb";
 
@@ -93,7 +96,11 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        // A bounded page cache: memory does not grow with the log.
+        let db = match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(path.display().to_string()));
@@ -843,4 +850,124 @@ fn check_db(db: &Database) -> Result<CheckReport, StoreError> {
         );
     }
     Ok(report)
+}
+
+/// Rewrites a stopped store's records behind its back, as an intruder with
+/// write access to the data directory would (keeping each record's digest and
+/// the stream index consistent, so `store check` alone does not notice). For
+/// the audit trail's tamper tests only.
+#[doc(hidden)]
+pub mod tamper_for_tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Result<Database, StoreError> {
+        Database::open(dir.join(DB_FILE)).map_err(io)
+    }
+
+    /// Re-points the indexes of the record now at `seq`.
+    fn reindex(
+        txn: &redb::WriteTransaction,
+        seq: u64,
+        rec: &StoredRecord,
+        remove: bool,
+    ) -> Result<(), StoreError> {
+        let mut index = txn.open_table(STREAM_INDEX).map_err(io)?;
+        let mut ids = txn.open_table(IDS).map_err(io)?;
+        let id = authlog_schemas::Envelope::from_body(&rec.body)
+            .ok()
+            .and_then(|e| uuid::Uuid::parse_str(&e.id).ok())
+            .map(|u| u.as_u128());
+        if remove {
+            index
+                .remove((rec.stream.as_str(), rec.revision))
+                .map_err(io)?;
+            if let Some(id) = id {
+                ids.remove(id).map_err(io)?;
+            }
+        } else {
+            index
+                .insert((rec.stream.as_str(), rec.revision), seq)
+                .map_err(io)?;
+            if let Some(id) = id {
+                ids.insert(id, seq).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(txn: &redb::WriteTransaction, seq: u64) -> Result<StoredRecord, StoreError> {
+        let log = txn.open_table(LOG).map_err(io)?;
+        let raw = log
+            .get(seq)
+            .map_err(io)?
+            .ok_or_else(|| StoreError::Corrupt(format!("no seq {seq}")))?;
+        decode(seq, raw.value())
+    }
+
+    fn write(txn: &redb::WriteTransaction, seq: u64, rec: &StoredRecord) -> Result<(), StoreError> {
+        let mut log = txn.open_table(LOG).map_err(io)?;
+        log.insert(
+            seq,
+            encode(rec.revision, &rec.stream, &rec.body, rec.sidecar.as_deref()).as_slice(),
+        )
+        .map_err(io)?;
+        Ok(())
+    }
+
+    fn last_seq(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+        let log = txn.open_table(LOG).map_err(io)?;
+        let last = log.last().map_err(io)?.map(|(k, _)| k.value());
+        last.ok_or_else(|| StoreError::Corrupt("empty log".into()))
+    }
+
+    /// Changes the body of `seq` with `f` (its digest recomputed).
+    pub fn edit_body(dir: &Path, seq: u64, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
+        let db = open(dir)?;
+        let txn = db.begin_write().map_err(io)?;
+        let mut rec = read(&txn, seq)?;
+        f(&mut rec.body);
+        write(&txn, seq, &rec)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Removes `seq` and moves every later record down one place.
+    pub fn delete(dir: &Path, seq: u64) -> Result<(), StoreError> {
+        let db = open(dir)?;
+        let txn = db.begin_write().map_err(io)?;
+        let last = last_seq(&txn)?;
+        let gone = read(&txn, seq)?;
+        reindex(&txn, seq, &gone, true)?;
+        for s in seq + 1..=last {
+            let rec = read(&txn, s)?;
+            write(&txn, s - 1, &rec)?;
+            reindex(&txn, s - 1, &rec, false)?;
+        }
+        txn.open_table(LOG).map_err(io)?.remove(last).map_err(io)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Swaps the records at `a` and `b`.
+    pub fn swap(dir: &Path, a: u64, b: u64) -> Result<(), StoreError> {
+        let db = open(dir)?;
+        let txn = db.begin_write().map_err(io)?;
+        let (ra, rb) = (read(&txn, a)?, read(&txn, b)?);
+        write(&txn, a, &rb)?;
+        write(&txn, b, &ra)?;
+        reindex(&txn, a, &rb, false)?;
+        reindex(&txn, b, &ra, false)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Removes every record from `seq` on.
+    pub fn truncate(dir: &Path, seq: u64) -> Result<(), StoreError> {
+        let db = open(dir)?;
+        let txn = db.begin_write().map_err(io)?;
+        let last = last_seq(&txn)?;
+        for s in (seq..=last).rev() {
+            let rec = read(&txn, s)?;
+            reindex(&txn, s, &rec, true)?;
+            txn.open_table(LOG).map_err(io)?.remove(s).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod fixtures;
 pub mod oidc;
+pub mod rfc9162;
 pub mod validating;
 
 use std::net::SocketAddr;
