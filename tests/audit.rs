@@ -70,10 +70,10 @@ use crate::support::rfc9162;
 use crate::support::spawn_app_with;
 
 /// A fixed audit signing key for tests (never use a published key elsewhere).
-const AUDIT_KEY: &str = "0QF4Wz9n7y6l0m1mBq7aGQbW2g8pJ3cY1r5Vx0uZl4E=";
-const AUDITOR: &str = "auditor-token-0123456789";
+pub const AUDIT_KEY: &str = "0QF4Wz9n7y6l0m1mBq7aGQbW2g8pJ3cY1r5Vx0uZl4E=";
+pub const AUDITOR: &str = "auditor-token-0123456789";
 
-async fn audit_app(dir: &std::path::Path) -> TestApp {
+pub async fn audit_app(dir: &std::path::Path) -> TestApp {
     spawn_app_with(
         dir,
         &[
@@ -89,7 +89,7 @@ async fn audit_app(dir: &std::path::Path) -> TestApp {
 
 /// A browser-like client with its own cookies, user agent and address (sent
 /// as X-Forwarded-For through the trusted loopback proxy).
-fn agent_at(user_agent: &str, ip: &str) -> reqwest::Client {
+pub fn agent_at(user_agent: &str, ip: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("x-forwarded-for", ip.parse().unwrap());
     reqwest::Client::builder()
@@ -110,7 +110,7 @@ fn agent(user_agent: &str) -> reqwest::Client {
 }
 
 /// A failed sign-in (wrong password) through the real login form.
-async fn fail_login(rp: &Rp, client: &reqwest::Client) {
+pub async fn fail_login(rp: &Rp, client: &reqwest::Client) {
     let (_, challenge) = pkce();
     let r = client
         .get(rp.auth_url(&challenge, "openid", &[]))
