@@ -1036,3 +1036,131 @@ async fn users_see_their_own_recent_sign_ins() {
     assert!(!r.text().await.unwrap().contains("MyLaptop"));
     app.stop().await;
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `n` sign-in events over many users, clients, sessions and addresses,
+/// appended straight into a store (fast), as a large log to export.
+async fn large_log(dir: &std::path::Path, n: u64) {
+    use authlog::store::{EventStore, Expected, NewEvent};
+    use authlog_schemas::data::LoginFailed;
+    use authlog_schemas::{Actor, Envelope, Source};
+    let store = authlog::store::embedded::EmbeddedStore::open(dir, None).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let user = format!("0190c0de-0000-7000-8000-{:012}", i % 5000);
+        let env = Envelope::new(
+            uuid::Uuid::now_v7().to_string(),
+            format!("bulk-{}", i / 1000),
+            crate::support::fixtures::at(i as i64),
+            Actor::system("test"),
+            &LoginFailed {
+                user_id: Some(user.clone()),
+                username_hash: None,
+                failed_attempts: Some(1),
+            },
+        )
+        .unwrap()
+        .subject(user)
+        .client(format!("client-{}", i % 50))
+        .source(Source {
+            ip: Some(format!("10.{}.{}.{}", i % 7, i % 250, i % 199)),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0 Safari/537.36".into()),
+        })
+        .failure("invalid_credentials");
+        batch.push(NewEvent::new(env, None).unwrap());
+        if batch.len() == 1000 {
+            store
+                .append(&format!("bulk-{}", i / 1000), Expected::Any, std::mem::take(&mut batch))
+                .await
+                .unwrap();
+        }
+    }
+    if !batch.is_empty() {
+        store
+            .append(&format!("bulk-{}", n / 1000), Expected::Any, batch)
+            .await
+            .unwrap();
+    }
+}
+
+/// An export of a large log streams: the server's memory does not grow with
+/// what it sends (the server runs as its own process, so its RSS is its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_export_streams_in_bounded_memory() {
+    const N: u64 = 150_000;
+    let dir = tempfile::tempdir().unwrap();
+    large_log(dir.path(), N).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .arg("serve")
+        .env("AUTHLOG_DATA_DIR", dir.path())
+        .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .env("AUTHLOG_AUDITOR_TOKEN", AUDITOR)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(std::time::Instant::now() < deadline, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = rss_kib(pid);
+    let mut r = client
+        .get(format!("{base}/admin/audit/export?proofs=false"))
+        .bearer_auth(AUDITOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut bytes, mut lines, mut peak) = (0u64, 0u64, before);
+    let mut chunks = 0u64;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        chunks += 1;
+        if chunks % 20 == 0 {
+            peak = peak.max(rss_kib(pid));
+            // A slow reader: the server must wait for it, not buffer ahead.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    peak = peak.max(rss_kib(pid));
+    // Every event of the log (the signing key's events come first).
+    assert!(lines >= N && lines < N + 10, "{lines} lines");
+    assert!(bytes > 50 << 20, "{bytes} bytes");
+    let growth_mib = (peak.saturating_sub(before)) / 1024;
+    eprintln!(
+        "export of {lines} events, {} MiB: server RSS {} MiB before, {} MiB at most",
+        bytes >> 20,
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 48,
+        "the server grew by {growth_mib} MiB (from {} MiB) while exporting {} MiB",
+        before / 1024,
+        bytes >> 20
+    );
+    child.kill().await.unwrap();
+}
