@@ -10,11 +10,12 @@
 //!   session, source IP and type of every event. Fixed-width keys keep the index
 //!   small whatever the values; a hash collision only adds a candidate, which the
 //!   query drops when it checks the event itself.
-//! * `time`: the log's time watermark (the latest event time so far) → the first
-//!   seq that reached it. Event times are stamped just before the append, so an
+//! * `time`: the log's time watermark (the latest event time so far, in whole
+//!   seconds) → the first seq that reached it. Event times are stamped just before the append, so an
 //!   event's time is never far below the watermark at its seq; a time range
 //!   becomes a seq range with a margin ([`TIME_MARGIN_MS`]) and exact filtering.
-//! * `positions`: seq → log position, to fetch an event found by seq.
+//! * `positions`: seq → log position, to fetch an event found by seq (only where
+//!   the position is not the seq itself).
 //! * `signins`: (hour, outcome) → count of sign-ins, for the audit page's chart.
 
 use std::path::Path;
@@ -34,7 +35,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BY_KEY: TableDefinition<(u8, u64, u64), ()> = TableDefinition::new("by_key");
 /// time watermark (ms) → first seq at it.
 const TIME: TableDefinition<u64, u64> = TableDefinition::new("time");
-/// seq → (commit, prepare).
+/// seq → (commit, prepare), for events whose position is not their seq (stores
+/// with compound positions); dense positions are not stored.
 const POSITIONS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("positions");
 /// (hour start ms, 0 success | 1 failure) → sign-ins.
 const SIGNINS: TableDefinition<(u64, u8), u64> = TableDefinition::new("signins");
@@ -247,11 +249,15 @@ impl TreeStore {
                 for (field, hash) in &e.keys {
                     by_key.insert((*field, *hash, e.seq), ()).map_err(io)?;
                 }
-                positions
-                    .insert(e.seq, (e.position.commit, e.position.prepare))
-                    .map_err(io)?;
-                if e.time_ms > watermark {
-                    watermark = e.time_ms;
+                if e.position != Position::dense(e.seq) {
+                    positions
+                        .insert(e.seq, (e.position.commit, e.position.prepare))
+                        .map_err(io)?;
+                }
+                // One entry per second the watermark reaches, not per event.
+                let second = e.time_ms - e.time_ms % 1000;
+                if second > watermark {
+                    watermark = second;
                     time.insert(watermark, e.seq).map_err(io)?;
                 }
                 if let Some(ok) = e.signin {
@@ -364,9 +370,10 @@ impl TreeStore {
                 .map_err(io)?
                 .map(|(_, v)| v.value()))
         };
+        // Entries are whole seconds: look up the second `from` falls in.
         let lo = match from_ms {
             None => 0,
-            Some(ms) => first_at(ms)?.unwrap_or(size),
+            Some(ms) => first_at(ms - ms % 1000)?.unwrap_or(size),
         };
         let hi = match to_ms {
             None => size,
@@ -378,11 +385,19 @@ impl TreeStore {
     /// The log position of leaf `seq`.
     pub fn position_of(&self, seq: u64) -> Result<Option<Position>, TreeError> {
         let txn = self.db.begin_read().map_err(io)?;
+        let meta = txn.open_table(META).map_err(io)?;
+        let size = meta.get("size").map_err(io)?.map_or(0, |v| v.value());
+        if seq >= size {
+            return Ok(None);
+        }
         let t = txn.open_table(POSITIONS).map_err(io)?;
-        Ok(t.get(seq).map_err(io)?.map(|v| {
-            let (c, p) = v.value();
-            Position::new(c, p)
-        }))
+        Ok(Some(t.get(seq).map_err(io)?.map_or(
+            Position::dense(seq),
+            |v| {
+                let (c, p) = v.value();
+                Position::new(c, p)
+            },
+        )))
     }
 
     /// Sign-ins per hour in `from..to` (ms): (hour start, successes, failures).
