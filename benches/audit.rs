@@ -1,7 +1,9 @@
 //! The audit trail on a log of 1,000,000 events: indexing, query latency by
 //! subject, client and session (target: under 50 ms), memory while querying and
 //! exporting, export throughput, and the start-up verification of the whole log.
-//! Run with `cargo bench --bench audit` (`AUTHLOG_BENCH_EVENTS` changes the size).
+//! Run with `cargo bench --bench audit` (`AUTHLOG_BENCH_EVENTS` changes the size;
+//! `AUTHLOG_BENCH_DIR` keeps the log and its audit database in that directory,
+//! for `benches/audit_server.sh` to serve).
 //!
 //! The log is a realistic mix: per sign-in a `login.succeeded` (user, session,
 //! client, IP, user agent), an `authorization_code.issued` and a `token.granted`,
@@ -105,7 +107,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let kept = std::env::var("AUTHLOG_BENCH_DIR").ok().map(std::path::PathBuf::from);
+    let path = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&path).unwrap();
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    let dir = Dir(path);
     println!("audit bench: {n} events in {}", dir.path().display());
 
     // The log, appended in batches of 1,000 (one stream each).
@@ -275,7 +287,8 @@ async fn main() {
             (bytes, peak)
         });
         let start = Instant::now();
-        let count = authlog::audit::export::run(&store, &tree, &spec, &tx)
+        let mut count = 0;
+        authlog::audit::export::run(&store, &tree, &spec, &tx, &mut count)
             .await
             .unwrap();
         drop(tx);

@@ -180,14 +180,16 @@ async fn send(tx: &Sender, bytes: impl Into<Bytes>) -> Result<(), AuditError> {
         .map_err(|_| AuditError::Other("the reader went away".into()))
 }
 
-/// Streams the export into `tx`; returns how many events were sent.
+/// Streams the export into `tx`, counting the events sent in `count` (also
+/// when it ends early: a reader that went away).
 pub async fn run(
     store: &DynStore,
     tree: &Arc<TreeStore>,
     spec: &ExportSpec,
     tx: &Sender,
-) -> Result<u64, AuditError> {
-    let mut count = 0u64;
+    count: &mut u64,
+) -> Result<(), AuditError> {
+    *count = 0;
     let mut chain = [0u8; 32];
     match (&spec.proofs, spec.format) {
         (Some((cp, _)), Format::Ndjson) => {
@@ -260,26 +262,26 @@ pub async fn run(
                 }
             }
         }
-        count += page.events.len() as u64;
         if !chunk.is_empty() {
             send(tx, chunk).await?;
         }
+        *count += page.events.len() as u64;
         match page.next {
             Some(n) => after = Some(n),
             None => break,
         }
     }
     if let (Some((cp, key)), Format::Ndjson) = (&spec.proofs, spec.format) {
-        let signature = key.sign(trailer_text(cp, count, &chain).as_bytes());
+        let signature = key.sign(trailer_text(cp, *count, &chain).as_bytes());
         let trailer = serde_json::json!({"authlog_export_end": {
-            "count": count,
+            "count": *count,
             "chain": hex::encode(chain),
             "key_id": key.key_id(),
             "signature": signature,
         }});
         send(tx, format!("{trailer}\n")).await?;
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Splits an event line into its seq and the stored body bytes.

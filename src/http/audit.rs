@@ -453,15 +453,12 @@ async fn export_route(
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let st = state.clone();
     tokio::spawn(async move {
-        let outcome = export::run(&st.store, &st.audit.tree, &spec, &tx).await;
-        let count = match &outcome {
-            Ok(n) => *n,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit export ended early");
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                0
-            }
-        };
+        let mut count = 0;
+        let outcome = export::run(&st.store, &st.audit.tree, &spec, &tx, &mut count).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, "audit export ended early");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
         let mut f = spec.filter.to_json();
         f.insert(
             "format".into(),
