@@ -108,7 +108,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let temp = tempfile::tempdir().unwrap();
-    let kept = std::env::var("AUTHLOG_BENCH_DIR").ok().map(std::path::PathBuf::from);
+    let kept = std::env::var("AUTHLOG_BENCH_DIR")
+        .ok()
+        .map(std::path::PathBuf::from);
     let path = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&path).unwrap();
     struct Dir(std::path::PathBuf);
@@ -132,7 +134,9 @@ async fn main() {
     let mut i = 0;
     while i < n {
         let stream = format!("bench-{}", i / 1000);
-        let batch: Vec<NewEvent> = (i..(i + 1000).min(n)).map(|j| event(j, &stream, t0)).collect();
+        let batch: Vec<NewEvent> = (i..(i + 1000).min(n))
+            .map(|j| event(j, &stream, t0))
+            .collect();
         i += batch.len() as u64;
         store.append(&stream, Expected::Any, batch).await.unwrap();
     }
@@ -157,14 +161,9 @@ async fn main() {
 
     // Start-up verification of the whole log.
     let start = Instant::now();
-    let report = authlog::audit::verify::verify_log(
-        &store,
-        Some(&tree),
-        &Default::default(),
-        &[],
-    )
-    .await
-    .unwrap();
+    let report = authlog::audit::verify::verify_log(&store, Some(&tree), &Default::default(), &[])
+        .await
+        .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     println!(
         "verification of the whole log (start-up check): {:.1} s",
@@ -270,8 +269,7 @@ async fn main() {
             proofs: proofs.then(|| (cp, Arc::new(key))),
             size,
         };
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
         let rss0 = rss_mib();
         let reader = tokio::spawn(async move {
             let (mut bytes, mut peak) = (0u64, 0f64);

@@ -293,6 +293,7 @@ impl Application {
         for w in &report.warnings {
             tracing::warn!("audit: {w}");
         }
+        let verified_at = crate::oidc::service::now().to_string();
         let audit = Arc::new(crate::audit::Audit::new(
             tree.clone(),
             audit_key.map(Arc::new),
@@ -303,6 +304,7 @@ impl Application {
             .load_latest(&store)
             .await
             .map_err(|e| StartError::Setup(format!("audit checkpoints: {e}")))?;
+        audit.set_last_report(verified_at, report);
         let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
         let initial = views::load_snapshot(&store, &snapshot_path).await;
         let (stop_runner, stop) = tokio::sync::watch::channel(false);

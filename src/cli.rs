@@ -65,6 +65,10 @@ pub enum AuditCommand {
         /// e.g. a copy from the SIEM). Repeatable; needs the server stopped.
         #[arg(long = "checkpoint", value_name = "FILE")]
         checkpoints: Vec<PathBuf>,
+        /// A trusted audit public key (base64, a file, or the JSON of
+        /// /admin/audit/key); repeatable. Default: the configured signing key's.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -697,6 +701,21 @@ async fn check_remote(url: &str, token: &str) -> Result<CheckReport, CliError> {
         .map_err(|e| CliError::Other(format!("{url}/admin/store/check: {e}")))
 }
 
+/// For `audit` commands, the token defaults to the configured auditor token:
+/// reads are recorded under the auditor's name, not an administrator's.
+fn auditor_remote(config: &Config, remote: Remote) -> Remote {
+    Remote {
+        url: remote.url,
+        token: remote.token.or_else(|| {
+            config
+                .audit
+                .auditor_tokens
+                .first()
+                .map(|t| t.token.expose().to_string())
+        }),
+    }
+}
+
 async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), CliError> {
     use crate::audit::checkpoint::{AuditKey, Checkpoint};
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
@@ -724,6 +743,10 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                 .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
             let report =
                 crate::audit::export::verify_export(std::io::BufReader::new(input), &cp, &key);
+            println!(
+                "filter: {}",
+                serde_json::Value::Object(report.filter.clone())
+            );
             for p in &report.problems {
                 println!("  {p}");
             }
@@ -739,8 +762,10 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
         }
         AuditCommand::Verify {
             checkpoints,
+            keys,
             remote,
         } => {
+            let remote = auditor_remote(config, remote);
             let mut extra = Vec::new();
             for path in &checkpoints {
                 let text = std::fs::read_to_string(path)
@@ -756,8 +781,11 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                         "authlog: verifying the embedded store in {} directly",
                         config.data_dir.display()
                     );
-                    let (_, trusted) =
+                    let (_, mut trusted) =
                         crate::audit::checkpoint::load(&config.audit).map_err(|e| other(&e))?;
+                    for k in &keys {
+                        trusted.0.push(read_public_key(k)?);
+                    }
                     let tree_path = config.data_dir.join(app::AUDIT_TREE_FILE);
                     let witness = if tree_path.exists() {
                         Some(
@@ -779,7 +807,14 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                     )
                     .await
                     .map_err(|e| other(&e))?;
-                    record_local_access(&store, report.events).await;
+                    // A damaged store is evidence: leave it as found.
+                    if report.ok() {
+                        record_local_access(&store, report.events).await;
+                    } else {
+                        eprintln!(
+                            "authlog: the store did not verify; this read was not recorded in it, to leave it as found"
+                        );
+                    }
                     report
                 }
                 Err(StartError::DataDirInUse(_)) => {
@@ -806,11 +841,16 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                 Err(e) => return Err(e.into()),
             };
             print_verify_report(&report);
-            if report.ok() {
-                Ok(())
-            } else {
-                Err(CliError::NotVerified(report.problems.len()))
+            if !report.ok() {
+                return Err(CliError::NotVerified(report.problems.len()));
             }
+            if report.checkpoints > 0 && report.checkpoints_signed == 0 {
+                println!(
+                    "the checkpoints' signatures were NOT checked: give --key, or configure the audit key"
+                );
+                return Err(CliError::NotVerified(1));
+            }
+            Ok(())
         }
         AuditCommand::Export {
             subject,
@@ -827,6 +867,7 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
             output,
             remote,
         } => {
+            let remote = auditor_remote(config, remote);
             let mut query: Vec<(&str, String)> = Vec::new();
             let mut put = |k: &'static str, v: Option<String>| {
                 if let Some(v) = v {

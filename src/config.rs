@@ -503,10 +503,14 @@ impl Config {
             ));
         }
         if let Some(file) = &self.audit.signing_key_file {
-            let inside = match (file.canonicalize(), self.data_dir.canonicalize()) {
-                (Ok(f), Ok(d)) => f.starts_with(d),
-                _ => file.starts_with(&self.data_dir),
+            // Resolved where they exist (symlinks), else made absolute: a
+            // relative path must not slip past the comparison.
+            let resolve = |p: &Path| {
+                p.canonicalize()
+                    .or_else(|_| std::path::absolute(p))
+                    .unwrap_or_else(|_| p.to_path_buf())
             };
+            let inside = resolve(file).starts_with(resolve(&self.data_dir));
             if inside {
                 return Err(bad(
                     "audit.signing_key_file must not be in the data directory: whoever can rewrite the log could then re-sign it",

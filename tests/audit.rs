@@ -557,6 +557,19 @@ async fn checkpoints_and_proofs_verify_with_an_independent_verifier() {
     let cp1 = checkpoint(&app).await;
     sign_in(&a, &agent("Safari/18 test")).await;
     let cp2 = checkpoint(&app).await;
+    // Nothing new since: the same checkpoint, not another event.
+    let r = app
+        .http
+        .post(app.url("/admin/audit/checkpoint"))
+        .bearer_auth(AUDITOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["root_hash"],
+        cp2["root_hash"]
+    );
     for cp in [&cp1, &cp2] {
         assert!(rfc9162::checkpoint_signature_ok(cp, &public), "{cp}");
         let mut forged = cp.clone();
@@ -603,6 +616,14 @@ async fn checkpoints_and_proofs_verify_with_an_independent_verifier() {
         .await
         .unwrap();
     let lines: Vec<&str> = text.lines().collect();
+    // The signed roots are the roots of the bodies as shipped, computed here
+    // from the definition.
+    let leaves: Vec<rfc9162::Hash> = lines
+        .iter()
+        .map(|l| rfc9162::leaf(&rfc9162::body_of_line(l).1))
+        .collect();
+    assert_eq!(rfc9162::mth(&leaves[..n1 as usize]), root1);
+    assert_eq!(rfc9162::mth(&leaves[..n2 as usize]), root2);
     for m in 0..n1 {
         let (seq, body) = rfc9162::body_of_line(lines[m as usize]);
         assert_eq!(seq, m);
@@ -653,7 +674,8 @@ async fn checkpoints_and_proofs_verify_with_an_independent_verifier() {
             .iter()
             .map(|h| rfc9162::unhex(h.as_str().unwrap()))
             .collect();
-        let from_root = rfc9162::unhex(p["from_root"].as_str().unwrap());
+        let from_root = rfc9162::mth(&leaves[..m as usize]);
+        assert_eq!(p["from_root"], hex::encode(from_root));
         assert!(
             rfc9162::verify_consistency(m, n2, &from_root, &root2, &path),
             "{m} → {n2}"
@@ -820,6 +842,24 @@ async fn exports_are_verifiable_offline_and_every_tampering_fails() {
             join(lines[..lines.len() - 3].to_vec()),
             "truncated",
         ),
+        (
+            "renumber",
+            {
+                let mut s: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                s[3] = s[3].replacen("\"revision\":", "\"revision\":1", 1);
+                s.join("\n") + "\n"
+            },
+            "line 4",
+        ),
+        (
+            "extra field",
+            {
+                let mut s: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                s[3] = s[3].replacen("{\"event\":", "{\"note\":\"ok\",\"event\":", 1);
+                s.join("\n") + "\n"
+            },
+            "line 4",
+        ),
     ];
     for (name, text, place) in cases {
         let o = verify(&text);
@@ -854,16 +894,60 @@ async fn exports_are_verifiable_offline_and_every_tampering_fails() {
     assert!(!csv.contains(",=HYPERLINK") && !csv.contains(",\"=HYPERLINK"));
     assert!(csv.lines().skip(1).all(|l| l.contains("login.")));
 
-    // Exports are reads: recorded with their count once complete.
-    let last = all_events(&app)
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e["type"] == "audit.accessed")
-        .unwrap();
-    assert_eq!(last["data"]["endpoint"], "/admin/audit/export");
-    assert_eq!(last["data"]["filter"]["format"], "csv");
-    assert_eq!(last["data"]["filter"]["complete"], true);
+    // Exports are reads: recorded before the first byte, and with their count
+    // once complete (just after the last byte: poll for it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records: Vec<Value> = all_events(&app)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["type"] == "audit.accessed" && e["data"]["endpoint"] == "/admin/audit/export"
+            })
+            .collect();
+        if records
+            .iter()
+            .filter(|e| e["data"]["filter"]["stage"] == "ended")
+            .count()
+            == 2
+        {
+            break records;
+        }
+        assert!(std::time::Instant::now() < deadline, "{records:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stages: Vec<&str> = records
+        .iter()
+        .map(|e| e["data"]["filter"]["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["started", "ended", "started", "ended"]);
+    let csv_done = &records[3];
+    assert_eq!(csv_done["data"]["filter"]["format"], "csv");
+    assert_eq!(csv_done["data"]["filter"]["complete"], true);
+    assert_eq!(
+        csv_done["data"]["result_count"],
+        (csv.lines().count() - 1) as u64
+    );
+    assert_eq!(records[1]["data"]["result_count"], events.len() as u64);
+
+    // No secret anywhere in what readers of the audit trail receive.
+    let everything = all_events(&app).await;
+    let api = page_through(&app, &[], 1000).await;
+    for (what, text) in [
+        ("export", export.clone()),
+        ("csv", csv.clone()),
+        ("events", serde_json::to_string(&everything).unwrap()),
+        ("audit api", serde_json::to_string(&api).unwrap()),
+    ] {
+        for secret in [
+            PASSWORD,
+            a.client_secret.as_deref().unwrap(),
+            "$argon2id",
+            "sidecar",
+        ] {
+            assert!(!text.contains(secret), "{what} holds {secret:?}");
+        }
+    }
     app.stop().await;
 }
 
@@ -955,8 +1039,8 @@ async fn verify_names_every_tampering_and_the_server_refuses_a_rewritten_log() {
                 "{name}: the old checkpoint is still consistent"
             );
         } else {
-            // Shorter than the checkpoint: no consistent extension can exist.
-            assert!(now < n1, "{name}");
+            // Shorter than the checkpoint: it covers events the log no longer has.
+            assert_eq!(name, "truncate the tail");
         }
         // The server refuses to serve it.
         let config =
@@ -1079,7 +1163,11 @@ async fn large_log(dir: &std::path::Path, n: u64) {
         batch.push(NewEvent::new(env, None).unwrap());
         if batch.len() == 1000 {
             store
-                .append(&format!("bulk-{}", i / 1000), Expected::Any, std::mem::take(&mut batch))
+                .append(
+                    &format!("bulk-{}", i / 1000),
+                    Expected::Any,
+                    std::mem::take(&mut batch),
+                )
                 .await
                 .unwrap();
         }
@@ -1122,7 +1210,10 @@ async fn a_large_export_streams_in_bounded_memory() {
         .await
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(std::time::Instant::now() < deadline, "the server did not come up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = rss_kib(pid);

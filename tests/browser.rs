@@ -122,8 +122,12 @@ async fn an_auditor_reviews_sign_ins_in_chromium() {
     let browser = agent_at(evil_agent, "203.0.113.66");
     fail_login(&evil, &browser).await;
     let (_, challenge) = pkce();
-    evil.sign_in(&browser, &evil.auth_url(&challenge, "openid", &[]), PASSWORD)
-        .await;
+    evil.sign_in(
+        &browser,
+        &evil.auth_url(&challenge, "openid", &[]),
+        PASSWORD,
+    )
+    .await;
     let r = app
         .http
         .post(app.url("/admin/audit/checkpoint"))
@@ -154,7 +158,12 @@ async fn an_auditor_reviews_sign_ins_in_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit page: ok"));
-    assert!(std::fs::metadata(shots.path().join("audit.png")).unwrap().len() > 1000);
+    assert!(
+        std::fs::metadata(shots.path().join("audit.png"))
+            .unwrap()
+            .len()
+            > 1000
+    );
     // What the page read was recorded as the auditor's.
     let log = app
         .http
@@ -171,7 +180,11 @@ async fn an_auditor_reviews_sign_ins_in_chromium() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["type"] == "audit.accessed" && e["actor"]["id"] == "auditor")
         .collect();
-    for endpoint in ["/admin/audit/users/{id}/history", "/admin/audit/stats", "/admin/audit/export"] {
+    for endpoint in [
+        "/admin/audit/users/{id}/history",
+        "/admin/audit/stats",
+        "/admin/audit/export",
+    ] {
         assert!(
             reads.iter().any(|e| e["data"]["endpoint"] == endpoint),
             "no recorded read of {endpoint}"

@@ -409,7 +409,8 @@ pub struct AuditAccessed {
     pub token_name: String,
     /// The API path or CLI command that read the trail.
     pub endpoint: String,
-    /// The filter as given.
+    /// personal
+    /// The filter as given (it may name a subject or an IP address).
     pub filter: serde_json::Map<String, serde_json::Value>,
     pub result_count: u64,
 }

@@ -15,8 +15,9 @@
 //!   gives the stored bytes back exactly, and so the Merkle leaf;
 //! * `inclusion` is the RFC 9162 inclusion proof of that leaf in the tree of the
 //!   checkpoint's size;
-//! * `chain` is SHA-256(previous chain ‖ leaf), starting from SHA-256 of the
-//!   header line: a line removed, added or moved breaks it from there on;
+//! * `chain` is SHA-256(previous chain ‖ the `event` bytes as sent), starting
+//!   from SHA-256 of the header line: a line removed, added or moved, or a
+//!   store-assigned field changed, breaks it from there on;
 //! * the trailer's signature (the audit key) covers the checkpoint, the count
 //!   and the final chain value: a truncated export has no valid trailer.
 //!
@@ -155,10 +156,10 @@ fn chain_start(header_line: &[u8]) -> Hash {
     Sha256::digest(header_line).into()
 }
 
-fn chain_next(prev: &Hash, leaf: &Hash) -> Hash {
+fn chain_next(prev: &Hash, event_line: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(leaf);
+    h.update(event_line);
     h.finalize().into()
 }
 
@@ -246,11 +247,11 @@ pub async fn run(
                     chunk.push(b'\n');
                 }
                 (Format::Ndjson, Some(paths)) => {
-                    let leaf = leaf_hash(&r.body);
-                    chain = chain_next(&chain, &leaf);
+                    let line = r.to_export_line();
+                    chain = chain_next(&chain, &line);
                     let path: Vec<String> = paths[i].iter().map(hex::encode).collect();
                     chunk.extend_from_slice(b"{\"event\":");
-                    chunk.extend_from_slice(&r.to_export_line());
+                    chunk.extend_from_slice(&line);
                     chunk.extend_from_slice(
                         format!(
                             ",\"inclusion\":{},\"chain\":\"{}\"}}\n",
@@ -304,6 +305,8 @@ pub fn split_event_line(line: &[u8]) -> Option<(u64, Vec<u8>)> {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ExportReport {
     pub events: u64,
+    /// The filter the export says it holds every event of.
+    pub filter: serde_json::Map<String, serde_json::Value>,
     pub problems: Vec<String>,
 }
 
@@ -322,15 +325,19 @@ pub fn verify_export(
     key: &PublicKey,
 ) -> ExportReport {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Header {
         authlog_export: HeaderBody,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct HeaderBody {
         version: u32,
+        filter: serde_json::Map<String, serde_json::Value>,
         checkpoint: Checkpoint,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Line<'a> {
         #[serde(borrow)]
         event: &'a serde_json::value::RawValue,
@@ -338,13 +345,16 @@ pub fn verify_export(
         chain: String,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Trailer {
         authlog_export_end: TrailerBody,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct TrailerBody {
         count: u64,
         chain: String,
+        key_id: String,
         signature: String,
     }
     let mut report = ExportReport::default();
@@ -357,9 +367,15 @@ pub fn verify_export(
         return report;
     };
     let mut lines = input.split(b'\n').enumerate();
+    let mut filter = Filter::default();
     let header_ok = match lines.next() {
         Some((_, Ok(first))) => match serde_json::from_slice::<Header>(&first) {
             Ok(h) if h.authlog_export.version == 1 => {
+                report.filter = h.authlog_export.filter.clone();
+                match Filter::from_json(&h.authlog_export.filter) {
+                    Ok(f) => filter = f,
+                    Err(e) => report.problem(format!("line 1: the export's filter: {e}")),
+                }
                 let c = &h.authlog_export.checkpoint;
                 if c.tree_size != checkpoint.tree_size || c.root_hash != checkpoint.root_hash {
                     report.problem(format!(
@@ -412,7 +428,7 @@ pub fn verify_export(
                 report.problem("the trailer's chain does not match the events: they were changed, removed or reordered".into());
             }
             let text = trailer_text(checkpoint, t.count, &hex_hash(&t.chain).unwrap_or_default());
-            if !key.verify(text.as_bytes(), &t.signature) {
+            if t.key_id != key.key_id() || !key.verify(text.as_bytes(), &t.signature) {
                 report.problem("the trailer's signature does not verify".into());
             }
             continue;
@@ -445,7 +461,12 @@ pub fn verify_export(
                 "line {n} (seq {seq}): the event is not in the log the checkpoint signs: it was changed"
             ));
         }
-        chain = chain_next(&chain, &leaf);
+        if !filter.matches(&body) {
+            report.problem(format!(
+                "line {n} (seq {seq}): the event does not match the export's filter"
+            ));
+        }
+        chain = chain_next(&chain, l.event.get().as_bytes());
         if l.chain != hex::encode(chain) {
             report.problem(format!(
                 "line {n} (seq {seq}): the chain breaks here: an event before it was removed, added or moved"

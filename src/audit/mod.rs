@@ -46,7 +46,15 @@ pub struct Audit {
     latest: tokio::sync::Mutex<Option<(u64, Checkpoint)>>,
     /// One full verification at a time.
     pub verifying: tokio::sync::Semaphore,
+    /// The latest full verification: when it ran and what it found.
+    last_report: std::sync::Mutex<Option<(String, verify::Report)>>,
+    /// When each session last read its own history (bounded; see
+    /// [`Audit::may_read_history`]).
+    history_reads: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How often a session may read its own sign-in history (each read is an event).
+const HISTORY_EVERY: Duration = Duration::from_secs(2);
 
 impl Audit {
     pub fn new(
@@ -62,6 +70,38 @@ impl Audit {
             auditor_tokens,
             latest: tokio::sync::Mutex::new(None),
             verifying: tokio::sync::Semaphore::new(1),
+            last_report: std::sync::Mutex::new(None),
+            history_reads: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Keeps the report of a full verification that ran at `time`.
+    pub fn set_last_report(&self, time: String, report: verify::Report) {
+        if let Ok(mut r) = self.last_report.lock() {
+            *r = Some((time, report));
+        }
+    }
+
+    pub fn last_report(&self) -> Option<(String, verify::Report)> {
+        self.last_report.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Whether `session` may read its history now: users cannot grow the log
+    /// faster than one read per [`HISTORY_EVERY`] and session.
+    pub fn may_read_history(&self, session: &str) -> bool {
+        let Ok(mut map) = self.history_reads.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if map.len() > 100_000 {
+            map.retain(|_, t| now.duration_since(*t) < HISTORY_EVERY);
+        }
+        match map.get(session) {
+            Some(t) if now.duration_since(*t) < HISTORY_EVERY => false,
+            _ => {
+                map.insert(session.to_string(), now);
+                true
+            }
         }
     }
 
@@ -82,26 +122,27 @@ impl Audit {
         self.latest.lock().await.as_ref().map(|(_, cp)| cp.clone())
     }
 
-    /// Signs and appends a checkpoint of the whole log as it is now. With
-    /// `only_if_grown`, returns the latest checkpoint instead when nothing but
-    /// that checkpoint has been appended since it.
+    /// Signs and appends a checkpoint of the whole log as it is now, unless
+    /// nothing but the latest checkpoint's own event was appended since it:
+    /// then returns that one. The flag says whether a new one was signed.
     pub async fn checkpoint_now(
         &self,
         store: &DynStore,
         actor: Actor,
-        only_if_grown: bool,
-    ) -> Result<Checkpoint, AuditError> {
+    ) -> Result<(Checkpoint, bool), AuditError> {
         let key = self.key.as_ref().ok_or(AuditError::NoKey)?;
         let mut latest = self.latest.lock().await;
         for _ in 0..5 {
             let Some(head) = store.head().await? else {
                 return Err(AuditError::Other("the log is empty".into()));
             };
-            if only_if_grown
-                && let Some((_, cp)) = latest.as_ref()
-                && cp.seq == Some(head.seq)
+            // A checkpoint of size N is the event at seq N or later: if the head
+            // is at N, the log holds nothing the checkpoint does not cover but
+            // its own event.
+            if let Some((_, cp)) = latest.as_ref()
+                && (cp.seq == Some(head.seq) || cp.tree_size == head.seq)
             {
-                return Ok(cp.clone());
+                return Ok((cp.clone(), false));
             }
             let want = head.seq + 1;
             let size = self.tree.wait_for(want, Duration::from_secs(10)).await;
@@ -148,7 +189,7 @@ impl Audit {
                     }
                     *latest = Some((appended.last_revision, cp.clone()));
                     tracing::info!(tree_size = cp.tree_size, root = %cp.root_hash, "audit: checkpoint signed");
-                    return Ok(cp);
+                    return Ok((cp, true));
                 }
                 Err(StoreError::Conflict { .. }) => {
                     // Another writer checkpointed: learn the stream again.
@@ -237,7 +278,7 @@ pub async fn checkpointer(
             _ = tick.tick() => {}
         }
         if let Err(e) = audit
-            .checkpoint_now(&store, Actor::system("checkpointer"), true)
+            .checkpoint_now(&store, Actor::system("checkpointer"))
             .await
         {
             tracing::warn!(error = %e, "audit: periodic checkpoint");

@@ -104,6 +104,28 @@ impl Filter {
         Ok(f)
     }
 
+    /// The filter [`Filter::to_json`] wrote (an export's header), read back.
+    pub fn from_json(
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Filter, FilterError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in map {
+            match v {
+                serde_json::Value::String(s) => pairs.push((k, s)),
+                serde_json::Value::Array(items) => {
+                    for i in items {
+                        let s = i
+                            .as_str()
+                            .ok_or_else(|| FilterError(format!("{k}: expected strings")))?;
+                        pairs.push((k, s));
+                    }
+                }
+                _ => return Err(FilterError(format!("{k}: expected a string"))),
+            }
+        }
+        Filter::from_pairs(pairs, &[])
+    }
+
     /// The filter as the `audit.accessed` event records it.
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::Value;

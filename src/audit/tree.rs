@@ -464,41 +464,59 @@ impl Leaves for TreeReader {
     }
 }
 
-/// Feeds the tree from the log, in `seq` order, from where it stopped, until the
-/// subscription ends. A seq that is not the next leaf stops the feed: the tree
-/// never skips an event.
+/// Feeds the tree from the log, in `seq` order, from where it stopped, until
+/// `stop`. A seq that is not the next leaf, or a failed read or write, is
+/// logged and the feed starts again from the tree's own position a moment later:
+/// the tree never skips an event, and queries answer 503 while it is behind.
 pub async fn feed(
     store: crate::store::DynStore,
     tree: std::sync::Arc<TreeStore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use futures_util::StreamExt;
-    let from = match tree.last_position() {
-        Ok(Some(p)) => crate::store::ReadFrom::After(p),
-        Ok(None) => crate::store::ReadFrom::Start,
-        Err(e) => {
-            tracing::error!(error = %e, "audit tree: cannot read where to resume");
-            return;
+    loop {
+        match follow(&store, &tree, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => tracing::error!(error = %e, "audit tree: the feed failed; restarting it"),
         }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Follows the log into the tree: Ok when asked to stop (or the store closed).
+async fn follow(
+    store: &crate::store::DynStore,
+    tree: &std::sync::Arc<TreeStore>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), TreeError> {
+    use futures_util::StreamExt;
+    let from = match tree.last_position()? {
+        Some(p) => crate::store::ReadFrom::After(p),
+        None => crate::store::ReadFrom::Start,
     };
     let mut events = store.subscribe_all(from);
     loop {
         let first = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
             item = events.next() => item,
         };
-        let Some(Ok(first)) = first else { return };
+        let first = match first {
+            None => return Ok(()),
+            Some(r) => r.map_err(io)?,
+        };
         // Take whatever else is ready, to commit many leaves at once.
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match futures_util::FutureExt::now_or_never(events.next()) {
-                Some(Some(Ok(r))) => batch.push(r),
+                Some(Some(r)) => batch.push(r.map_err(io)?),
                 _ => break,
             }
         }
         let tree2 = tree.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let size = tree2.size()?;
             for (i, r) in batch.iter().enumerate() {
                 if r.seq != size + i as u64 {
@@ -512,18 +530,8 @@ pub async fn feed(
             let indexed: Vec<Indexed> = batch.iter().map(Indexed::of).collect();
             tree2.append_indexed(&indexed)
         })
-        .await;
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "audit tree: feed stopped");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit tree: feed stopped");
-                return;
-            }
-        }
+        .await
+        .map_err(io)??;
     }
 }
 
@@ -570,6 +578,119 @@ mod tests {
                 ));
             }
         }
+    }
+
+    fn at(seq: u64, ms: i64) -> Indexed {
+        let body = format!(
+            r#"{{"id":"e{seq}","subject":"u","time":"{}","type":"login.failed"}}"#,
+            authlog_schemas::Timestamp::from_unix_millis(ms)
+        );
+        Indexed::of(&Recorded {
+            position: Position::dense(seq),
+            revision: 0,
+            seq,
+            stream: "s".into(),
+            body: body.into_bytes(),
+            sidecar: None,
+        })
+    }
+
+    #[test]
+    fn time_bounds_hold_every_event_of_the_period_even_stamped_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = TreeStore::open(&dir.path().join("t.redb")).unwrap();
+        let s = 1_795_000_000_000i64;
+        // Times as a busy log sees them: several per second, one stamped late
+        // (seq 3 waited behind a slow commit), a quiet gap, then more.
+        let times = [
+            s + 100,
+            s + 900,
+            s + 1_200,
+            s + 400,
+            s + 3_000,
+            s + 3_000,
+            s + 700_000,
+            s + 700_001,
+        ];
+        let events: Vec<Indexed> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| at(i as u64, *t))
+            .collect();
+        tree.append_indexed(&events).unwrap();
+        let size = tree.size().unwrap();
+        for from in [
+            s,
+            s + 100,
+            s + 101,
+            s + 400,
+            s + 999,
+            s + 1_000,
+            s + 3_000,
+            s + 3_001,
+            s + 700_001,
+        ] {
+            for to in [
+                s + 100,
+                s + 400,
+                s + 1_199,
+                s + 3_000,
+                s + 699_999,
+                s + 700_001,
+                s + 900_000,
+            ] {
+                if from > to {
+                    continue;
+                }
+                let (lo, hi) = tree
+                    .seq_bounds(Some(from as u64), Some(to as u64), size)
+                    .unwrap();
+                for (seq, t) in times.iter().enumerate() {
+                    if (from..=to).contains(t) {
+                        assert!(
+                            (lo..hi).contains(&(seq as u64)),
+                            "seq {seq} at {t} outside {lo}..{hi} for {from}..={to}"
+                        );
+                    }
+                }
+            }
+        }
+        // The bounds do narrow: the quiet hour after seq 5 is not scanned.
+        assert_eq!(
+            tree.seq_bounds(Some((s + 700_000) as u64), None, size)
+                .unwrap(),
+            (6, 8)
+        );
+        assert_eq!(tree.seq_bounds(None, Some(s as u64), size).unwrap().0, 0);
+        assert!(
+            tree.seq_bounds(None, Some((s + 3_000) as u64), size)
+                .unwrap()
+                .1
+                <= 6
+        );
+        // Indexed by each field, and by type.
+        let subject = tree
+            .scan_key(
+                Field::Subject,
+                key_hash(Field::Subject, "u"),
+                0,
+                size,
+                Direction::Backward,
+                3,
+            )
+            .unwrap();
+        assert_eq!(subject, vec![7, 6, 5]);
+        let none = tree
+            .scan_key(
+                Field::Subject,
+                key_hash(Field::Subject, "v"),
+                0,
+                size,
+                Direction::Forward,
+                9,
+            )
+            .unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]

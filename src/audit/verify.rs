@@ -168,7 +168,7 @@ pub async fn verify_log(
                     ));
                     // Without a witness the damage is somewhere below this size.
                     if report.first_damaged_seq.is_none() && witness.is_none() {
-                        report.problems.push(format!(
+                        report.problem(format!(
                             "damage lies in seqs below {} (keep the audit tree for an exact event)",
                             cp.tree_size
                         ));

@@ -33,7 +33,8 @@ fn parse_follow(query: &HashMap<String, String>) -> Result<bool, ApiError> {
 
 /// `GET /admin/events?from=POSITION&follow=true`: the log as NDJSON, bodies as
 /// stored with their store-assigned fields, never a sidecar. Without `follow`
-/// it ends at the log's head as of the request.
+/// it ends at the log's head as of the request. A read of the whole trail: it
+/// is recorded (`audit.accessed`) before the first byte goes out.
 pub fn events(
     state: State,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
@@ -41,13 +42,33 @@ pub fn events(
         .and(warp::get())
         .and(admin_auth(state.clone()))
         .and(warp::query::<HashMap<String, String>>())
+        .and(super::oidc::ctx(state.clone()))
         .and(with_state(state))
         .and_then(
-            |token: String, query: HashMap<String, String>, state: State| async move {
+            |token: String, query: HashMap<String, String>, ctx, state: State| async move {
                 let from = parse_from(&query)?;
                 let follow = parse_follow(&query)?;
                 let head = state.store.head().await.map_err(ApiError::from)?;
                 tracing::info!(token = %token, ?from, follow, "admin: reading the event log");
+                let mut filter = serde_json::Map::new();
+                if let Some(f) = query.get("from") {
+                    filter.insert("from".into(), serde_json::json!(f));
+                }
+                filter.insert("follow".into(), serde_json::json!(follow));
+                // How many events up to the head as of now (the follow stream's
+                // later events are not counted).
+                let count = match (head, from) {
+                    (None, _) => 0,
+                    (Some(h), ReadFrom::Start) => h.seq + 1,
+                    (Some(h), ReadFrom::At(p) | ReadFrom::After(p)) => {
+                        (h.seq + 1).saturating_sub(p.commit)
+                    }
+                };
+                let reader = super::audit::Reader {
+                    name: token.clone(),
+                    ctx,
+                };
+                super::audit::record(&state, &reader, "/admin/events", filter, count).await?;
                 let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
                 let store = state.store.clone();
                 let mut shutting_down = state.shutting_down.clone();

@@ -67,6 +67,9 @@ struct UiSession {
     e: i64,
     /// CSRF token.
     c: String,
+    /// The first 16 bytes of the token's SHA-256, hex: a replaced token ends
+    /// the sessions it opened even if its name stays.
+    t: String,
 }
 
 fn cookie_value(header: Option<&str>, name: &str) -> Option<String> {
@@ -97,7 +100,9 @@ fn open_session(state: &State, cookie: Option<&str>) -> Option<UiSession> {
         .admin_tokens
         .iter()
         .chain(&state.audit.auditor_tokens)
-        .any(|(n, _)| *n == s.n);
+        .any(|(n, d)| {
+            *n == s.n && bool::from(hex::encode(&d[..16]).as_bytes().ct_eq(s.t.as_bytes()))
+        });
     (s.e > service::now().unix_millis() && still_configured).then_some(s)
 }
 
@@ -142,7 +147,7 @@ fn reader(state: State) -> impl Filter<Extract = (Reader,), Error = warp::Reject
 }
 
 /// Appends `audit.accessed` (durably, before the answer goes out).
-async fn record(
+pub(super) async fn record(
     state: &State,
     reader: &Reader,
     endpoint: &str,
@@ -174,10 +179,15 @@ async fn record(
     Ok(())
 }
 
-/// The indexed size once the index has caught up with the log's head (bounded).
-async fn indexed_size(state: &State) -> Result<u64, ApiError> {
+/// The indexed size once the index has caught up with the log's head as of
+/// now; 503 if it does not within [`INDEX_WAIT`] (never a stale answer).
+pub(super) async fn indexed_size(state: &State) -> Result<u64, ApiError> {
     let want = state.store.head().await?.map_or(0, |h| h.seq + 1);
-    Ok(state.audit.tree.wait_for(want, INDEX_WAIT).await)
+    let size = state.audit.tree.wait_for(want, INDEX_WAIT).await;
+    if size < want {
+        return Err(AuditError::Behind(size, want).into());
+    }
+    Ok(size)
 }
 
 fn pairs()
@@ -436,12 +446,24 @@ async fn export_route(
                             "the log has no checkpoint of size {size}"
                         ))
                     })?,
-                None => state
-                    .audit
-                    .checkpoint_now(&state.store, reader_actor(&reader), true)
-                    .await
-                    .map_err(ApiError::from)?,
+                None => {
+                    state
+                        .audit
+                        .checkpoint_now(&state.store, reader_actor(&reader))
+                        .await
+                        .map_err(ApiError::from)?
+                        .0
+                }
             };
+            // The trailer is signed with the current key: the checkpoint must be
+            // too, so one public key verifies the whole export.
+            if cp.key_id != key.key_id() {
+                return Err(ApiError::InvalidRequest(format!(
+                    "the checkpoint of size {} is signed by an earlier audit key ({}); export against a checkpoint of the current key",
+                    cp.tree_size, cp.key_id
+                ))
+                .into());
+            }
             ExportSpec {
                 filter,
                 format,
@@ -450,6 +472,16 @@ async fn export_route(
             }
         }
     };
+    // Recorded before the first byte goes out, and again with the count at the end.
+    let format_name = if format == Format::Csv {
+        "csv"
+    } else {
+        "ndjson"
+    };
+    let mut f = spec.filter.to_json();
+    f.insert("format".into(), json!(format_name));
+    f.insert("stage".into(), json!("started"));
+    record(&state, &reader, "/admin/audit/export", f, 0).await?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let st = state.clone();
     tokio::spawn(async move {
@@ -468,6 +500,7 @@ async fn export_route(
                 "ndjson"
             }),
         );
+        f.insert("stage".into(), json!("ended"));
         f.insert("complete".into(), json!(outcome.is_ok()));
         if let Err(e) = record(&st, &reader, "/admin/audit/export", f, count).await {
             tracing::error!(error = %e, "recording an audit export");
@@ -511,13 +544,20 @@ async fn latest_checkpoint(_reader: Reader, state: State) -> Result<Response, wa
 }
 
 /// `POST /admin/audit/checkpoint`: sign one now.
+/// Signs one now (201), or answers the latest when the log has not grown since
+/// it (200): no reader can grow the log with this.
 async fn new_checkpoint(reader: Reader, state: State) -> Result<Response, warp::Rejection> {
-    let cp = state
+    let (cp, new) = state
         .audit
-        .checkpoint_now(&state.store, reader_actor(&reader), false)
+        .checkpoint_now(&state.store, reader_actor(&reader))
         .await
         .map_err(ApiError::from)?;
-    Ok(warp::reply::with_status(warp::reply::json(&cp), StatusCode::CREATED).into_response())
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(warp::reply::with_status(warp::reply::json(&cp), status).into_response())
 }
 
 /// `GET /admin/audit/checkpoints`: every one, oldest first.
@@ -668,9 +708,27 @@ async fn verify(reader: Reader, state: State) -> Result<Response, warp::Rejectio
         report.events,
     )
     .await?;
-    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    let checked_at = service::now().to_string();
+    state
+        .audit
+        .set_last_report(checked_at.clone(), report.clone());
+    Ok(warp::reply::json(&report_json(&report, &checked_at)).into_response())
+}
+
+fn report_json(report: &crate::audit::verify::Report, checked_at: &str) -> serde_json::Value {
+    let mut body = serde_json::to_value(report).unwrap_or_default();
     body["ok"] = json!(report.ok());
-    Ok(warp::reply::json(&body).into_response())
+    body["checked_at"] = json!(checked_at);
+    body
+}
+
+/// `GET /admin/audit/verify/last`: the latest full verification (at start-up or
+/// on request), without reading the log again.
+async fn last_verification(_reader: Reader, state: State) -> Result<Response, warp::Rejection> {
+    let Some((at, report)) = state.audit.last_report() else {
+        return Err(ApiError::Missing("no verification has run yet".into()).into());
+    };
+    Ok(warp::reply::json(&report_json(&report, &at)).into_response())
 }
 
 /// `GET /admin/audit/stats?from&to`: sign-ins per hour (default: the last 7 days).
@@ -839,6 +897,7 @@ async fn ui_sign_in(
         n: name,
         e: service::now().unix_millis() + SESSION_MS,
         c: random()?,
+        t: hex::encode(&presented[..16]),
     };
     let sealed = state
         .kek
@@ -944,6 +1003,11 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .and(r())
         .and(s())
         .and_then(verify);
+    let last_verification = warp::path!("admin" / "audit" / "verify" / "last")
+        .and(get)
+        .and(r())
+        .and(s())
+        .and_then(last_verification);
     let stats = warp::path!("admin" / "audit" / "stats")
         .and(get)
         .and(r())
@@ -982,6 +1046,8 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .or(consistency)
         .unify()
         .or(verify)
+        .unify()
+        .or(last_verification)
         .unify()
         .or(stats)
         .unify()

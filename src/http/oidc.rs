@@ -1229,11 +1229,22 @@ async fn account_history(state: State, ctx: Ctx, cookie: Option<String>) -> Resp
         Ok(h) => h.map_or(0, |h| h.seq + 1),
         Err(e) => return history_unavailable(&e.to_string()),
     };
+    if !state.audit.may_read_history(&session.id) {
+        let mut res = html::message_page(
+            "Sign-in history",
+            "You just looked at your sign-in history; wait a moment before reloading it.",
+        );
+        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return res;
+    }
     let size = state
         .audit
         .tree
         .wait_for(want, std::time::Duration::from_secs(3))
         .await;
+    if size < want {
+        return history_unavailable(&format!("the audit index is at {size} of {want} events"));
+    }
     let page = match crate::audit::query::query(
         &state.store,
         &state.audit.tree,

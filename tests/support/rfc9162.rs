@@ -21,6 +21,22 @@ pub fn leaf(body: &[u8]) -> Hash {
     h.finalize().into()
 }
 
+/// MTH (RFC 9162 §2.1.1), straight from the definition: the largest power of
+/// two smaller than n splits the leaves.
+pub fn mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let mut k = 1;
+            while k * 2 < n {
+                k *= 2;
+            }
+            node(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
 pub fn unhex(s: &str) -> Hash {
     hex::decode(s).unwrap().try_into().unwrap()
 }
