@@ -7,7 +7,8 @@
 //!
 //! The log is a realistic mix: per sign-in a `login.succeeded` (user, session,
 //! client, IP, user agent), an `authorization_code.issued` and a `token.granted`,
-//! and one failed sign-in in six; 20,000 users, 200 clients.
+//! and one failed sign-in in six; 20,000 users, 200 clients; events 31 s apart,
+//! so 1,000,000 of them span a year.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -31,10 +32,14 @@ fn session(i: u64) -> String {
     format!("0190d00d-0000-7000-8000-{i:012}")
 }
 
-/// The event at `seq` of the synthetic log, on `stream`; events are 30 ms apart
-/// from `t0`.
+/// Milliseconds between events: 1,000,000 events span about a year, so sessions
+/// and codes expire as they would (views hold live state, not history).
+const SPACING_MS: i64 = 31_000;
+
+/// The event at `seq` of the synthetic log, on `stream`; events are
+/// [`SPACING_MS`] apart from `t0`.
 fn event(i: u64, stream: &str, t0: i64) -> NewEvent {
-    let t = Timestamp::from_unix_millis(t0 + (i as i64) * 30);
+    let t = Timestamp::from_unix_millis(t0 + (i as i64) * SPACING_MS);
     let sign_in = i / 3;
     let u = user(sign_in.wrapping_mul(7919));
     let actor = Actor {
@@ -130,7 +135,7 @@ async fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let t0 = now_ms - (n as i64) * 30;
+    let t0 = now_ms - (n as i64) * SPACING_MS;
     let mut i = 0;
     while i < n {
         let stream = format!("bench-{}", i / 1000);
