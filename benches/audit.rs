@@ -54,7 +54,7 @@ fn event(i: u64, stream: &str, t0: i64) -> NewEvent {
         ),
     };
     let client = format!("client-{}", sign_in % CLIENTS);
-    let env = if sign_in % 6 == 0 && i % 3 == 2 {
+    let env = if sign_in.is_multiple_of(6) && i % 3 == 2 {
         Envelope::new(
             uuid::Uuid::now_v7().to_string(),
             stream.into(),
@@ -283,7 +283,7 @@ async fn main() {
                 let chunk = chunk.unwrap();
                 bytes += chunk.len() as u64;
                 chunks += 1;
-                if chunks % 50 == 0 {
+                if chunks.is_multiple_of(50) {
                     peak = peak.max(rss_mib());
                 }
             }

@@ -56,6 +56,8 @@ pub enum Command {
     },
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the Merkle tree from the stored log, check every checkpoint's

@@ -985,7 +985,8 @@ async fn verify_names_every_tampering_and_the_server_refuses_a_rewritten_log() {
 
     // The damage is below the first checkpoint: that checkpoint came before it.
     let d = n1 / 2;
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>, u64)> = vec![
+    type Damage = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Damage, u64)> = vec![
         (
             "flip one byte",
             Box::new(move |p| {
@@ -1230,7 +1231,7 @@ async fn a_large_export_streams_in_bounded_memory() {
         bytes += chunk.len() as u64;
         lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
         chunks += 1;
-        if chunks % 20 == 0 {
+        if chunks.is_multiple_of(20) {
             peak = peak.max(rss_kib(pid));
             // A slow reader: the server must wait for it, not buffer ahead.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -1238,7 +1239,7 @@ async fn a_large_export_streams_in_bounded_memory() {
     }
     peak = peak.max(rss_kib(pid));
     // Every event of the log (the signing key's events come first).
-    assert!(lines >= N && lines < N + 10, "{lines} lines");
+    assert!((N..N + 10).contains(&lines), "{lines} lines");
     assert!(bytes > 50 << 20, "{bytes} bytes");
     let growth_mib = (peak.saturating_sub(before)) / 1024;
     eprintln!(

@@ -323,31 +323,14 @@ impl TreeStore {
         let t = txn.open_table(BY_KEY).map_err(io)?;
         let f = field as u8;
         let range = t.range((f, hash, lo)..(f, hash, hi)).map_err(io)?;
+        let keys: Box<dyn Iterator<Item = _>> = match direction {
+            Direction::Forward => Box::new(range),
+            Direction::Backward => Box::new(range.rev()),
+        };
         let mut out = Vec::new();
-        let mut push = |item: Result<
-            (redb::AccessGuard<(u8, u64, u64)>, redb::AccessGuard<()>),
-            redb::StorageError,
-        >|
-         -> Result<bool, TreeError> {
+        for item in keys.take(max) {
             let (k, _) = item.map_err(io)?;
             out.push(k.value().2);
-            Ok(out.len() < max)
-        };
-        match direction {
-            Direction::Forward => {
-                for item in range {
-                    if !push(item)? {
-                        break;
-                    }
-                }
-            }
-            Direction::Backward => {
-                for item in range.rev() {
-                    if !push(item)? {
-                        break;
-                    }
-                }
-            }
         }
         Ok(out)
     }
