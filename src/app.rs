@@ -390,6 +390,31 @@ impl Application {
             tree,
             stop_runner.subscribe(),
         ));
+        // The NDJSON sink follows the log from its own checkpoint.
+        let ndjson_sink = state.config.sink.ndjson.clone().map(|cfg| {
+            let m = &state.metrics;
+            let metrics = crate::sink::ndjson::SinkMetrics {
+                seq: m.sink_seq.with_label_values(&["ndjson"]),
+                lag: m.sink_lag.with_label_values(&["ndjson"]),
+                errors: m.sink_errors.with_label_values(&["ndjson"]),
+            };
+            tokio::spawn(crate::sink::ndjson::run(
+                state.store.clone(),
+                Arc::new(crate::sink::shape::Shaper::new(
+                    cfg.format,
+                    cfg.personal,
+                    &state.kek,
+                )),
+                crate::sink::ndjson::Target::from_path(&cfg.path),
+                Some(crate::sink::checkpoint::CheckpointFile::new(
+                    &state.config.data_dir,
+                    "ndjson",
+                    state.store.log_id(),
+                )),
+                Some(metrics),
+                stop_runner.subscribe(),
+            ))
+        });
         let checkpointer = (state.audit.key.is_some() && state.config.audit.checkpoint_every_s > 0)
             .then(|| {
                 tokio::spawn(crate::audit::checkpointer(
@@ -437,6 +462,9 @@ impl Application {
         let _ = feeder.await;
         if let Some(c) = checkpointer {
             let _ = c.await;
+        }
+        if let Some(s) = ndjson_sink {
+            let _ = s.await;
         }
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
         if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {

@@ -54,6 +54,31 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Ship the log to a sink.
+    Sink {
+        #[command(subcommand)]
+        command: SinkCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SinkCommand {
+    /// Re-send history (for a SIEM that lost data, or a new consumer), in the
+    /// configured sink's format, without moving its checkpoint.
+    Replay {
+        /// First position to send.
+        #[arg(long)]
+        from: Position,
+        /// Last position to send (default: the head as of now).
+        #[arg(long)]
+        to: Option<Position>,
+        /// Where NDJSON goes (default: the configured `sink.ndjson.path`; `-`:
+        /// standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 // Parsed once per run: the size of the largest variant does not matter.
@@ -290,6 +315,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         },
         Command::Client { command } => client_command(&config, command).await,
         Command::Audit { command } => audit_command(&config, command).await,
+        Command::Sink {
+            command:
+                SinkCommand::Replay {
+                    from,
+                    to,
+                    output,
+                    remote,
+                },
+        } => sink_replay(&config, from, to, output, remote).await,
         Command::Keys {
             command: KeysCommand::Rotate { alg, remote },
         } => {
@@ -1007,4 +1041,93 @@ async fn record_local_access(store: &DynStore, count: u64) {
     if let Err(e) = result {
         eprintln!("authlog: could not record this read of the audit trail: {e}");
     }
+}
+
+/// `authlog sink replay`: the events in `from..=to` through the NDJSON sink's
+/// shaping, read from the store (server stopped) or through the admin API.
+async fn sink_replay(
+    config: &Config,
+    from: Position,
+    to: Option<Position>,
+    output: Option<PathBuf>,
+    remote: Remote,
+) -> Result<(), CliError> {
+    use crate::sink::ndjson::Target;
+    use crate::sink::shape::Shaper;
+    let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let cfg = config.sink.ndjson.clone();
+    let path = output
+        .or_else(|| cfg.as_ref().map(|c| c.path.clone()))
+        .ok_or_else(|| {
+            CliError::Other("no sink configured: give --output, or configure sink.ndjson".into())
+        })?;
+    let (format, personal) = cfg
+        .as_ref()
+        .map_or((Default::default(), Default::default()), |c| {
+            (c.format, c.personal)
+        });
+    let kek = app::load_kek(config)?;
+    let shaper = std::sync::Arc::new(Shaper::new(format, personal, &kek));
+    match app::open_store(config, None, app::OpenMode::Existing) {
+        Ok(store) => crate::sink::ndjson::replay(
+            store,
+            shaper,
+            Target::from_path(&path),
+            ReadFrom::At(from),
+            to,
+        )
+        .await
+        .map_err(|e| other(&e)),
+        Err(StartError::DataDirInUse(_)) => {
+            let (url, token) = remote_target(config, &remote)?;
+            eprintln!(
+                "authlog: the store is locked by a running server; reading through its admin API at {url}"
+            );
+            let response = reqwest::Client::new()
+                .get(format!("{url}/admin/events?from={from}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| CliError::Other(format!("{url}: {e}")))?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(CliError::Other(format!("/admin/events: {status}: {body}")));
+            }
+            let text = response.text().await.map_err(|e| other(&e))?;
+            let mut records = Vec::new();
+            for line in text.lines() {
+                let r = record_of_line(line)?;
+                if to.is_some_and(|t| r.position > t) {
+                    break;
+                }
+                records.push(r);
+            }
+            crate::sink::ndjson::write_records(&shaper, Target::from_path(&path), &records)
+                .map_err(|e| other(&e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A stored event back from a line of `/admin/events`.
+fn record_of_line(line: &str) -> Result<authlog_schemas::Recorded, CliError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        position: Position,
+        revision: u64,
+        stream: String,
+    }
+    let bad = |e: &dyn std::fmt::Display| CliError::Other(format!("an event line: {e}"));
+    let head: Head = serde_json::from_str(line).map_err(|e| bad(&e))?;
+    let (seq, body) = crate::audit::export::split_event_line(line.as_bytes())
+        .ok_or_else(|| bad(&"not position, revision and seq first"))?;
+    Ok(authlog_schemas::Recorded {
+        position: head.position,
+        revision: head.revision,
+        seq,
+        stream: head.stream,
+        body,
+        sidecar: None,
+    })
 }

@@ -82,6 +82,49 @@ pub struct Config {
     pub keys: KeysConfig,
     pub login: LoginConfig,
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+/// Where the log is shipped (each sink is off unless configured).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub ndjson: Option<NdjsonSinkConfig>,
+}
+
+/// What a sink sends: the envelope as stored (`native`) or OCSF.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    #[default]
+    Native,
+    Ocsf,
+}
+
+/// What a sink does with fields the schemas mark personal.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Personal {
+    /// As stored.
+    #[default]
+    Full,
+    /// Replaced by a keyed hash, the same for the same value.
+    Pseudonymised,
+    /// Removed.
+    None,
+}
+
+/// NDJSON appended to a file (or standard output with `-`), for a log shipper.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonSinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: SinkFormat,
+    #[serde(default)]
+    pub personal: Personal,
 }
 
 /// The audit trail: who may read it and how its checkpoints are signed.
@@ -299,6 +342,17 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "audit.checkpoint_every_s",
         Kind::Int,
     ),
+    ("AUTHLOG_SINK_NDJSON_PATH", "sink.ndjson.path", Kind::Str),
+    (
+        "AUTHLOG_SINK_NDJSON_FORMAT",
+        "sink.ndjson.format",
+        Kind::Str,
+    ),
+    (
+        "AUTHLOG_SINK_NDJSON_PERSONAL",
+        "sink.ndjson.personal",
+        Kind::Str,
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -412,19 +466,25 @@ impl Config {
                     })?)
                 }
             };
-            match key.split_once('.') {
-                None => {
-                    table.insert(key.to_string(), v);
-                }
-                Some((section, field)) => {
-                    let entry = table
-                        .entry(section.to_string())
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                    if let toml::Value::Table(inner) = entry {
-                        inner.insert(field.to_string(), v);
+            // `a.b.c`: tables `a` and `a.b`, created as needed.
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let field = parts.pop().unwrap_or_default();
+            let mut at = &mut table;
+            for section in parts {
+                let entry = at
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(inner) => at = inner,
+                    _ => {
+                        return Err(ConfigError::BadEnv {
+                            name: name.clone(),
+                            error: format!("{section} is not a table"),
+                        });
                     }
                 }
             }
+            at.insert(field.to_string(), v);
         }
         let config: Config =
             toml::Value::Table(table)

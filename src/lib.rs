@@ -13,5 +13,6 @@ pub mod http;
 pub mod metrics;
 pub mod oidc;
 pub mod seal;
+pub mod sink;
 pub mod store;
 pub mod views;

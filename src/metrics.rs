@@ -17,6 +17,11 @@ pub struct Metrics {
     /// Committed events the views have not applied yet.
     pub projection_lag: IntGauge,
     pub projection_failed: IntGauge,
+    /// Per sink: seq of the last event delivered, events not yet delivered,
+    /// delivery errors.
+    pub sink_seq: prometheus::IntGaugeVec,
+    pub sink_lag: prometheus::IntGaugeVec,
+    pub sink_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,6 +61,27 @@ impl Metrics {
         registry.register(Box::new(projection_seq.clone()))?;
         registry.register(Box::new(projection_lag.clone()))?;
         registry.register(Box::new(projection_failed.clone()))?;
+        let sink_seq = prometheus::IntGaugeVec::new(
+            Opts::new("authlog_sink_seq", "seq of the last event a sink delivered"),
+            &["sink"],
+        )?;
+        let sink_lag = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "authlog_sink_lag_events",
+                "Committed events a sink has not delivered yet",
+            ),
+            &["sink"],
+        )?;
+        let sink_errors = IntCounterVec::new(
+            Opts::new(
+                "authlog_sink_errors_total",
+                "Sink delivery errors (each retried from the sink's checkpoint)",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(sink_seq.clone()))?;
+        registry.register(Box::new(sink_lag.clone()))?;
+        registry.register(Box::new(sink_errors.clone()))?;
         let store = StoreMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
@@ -65,6 +91,9 @@ impl Metrics {
             projection_seq,
             projection_lag,
             projection_failed,
+            sink_seq,
+            sink_lag,
+            sink_errors,
         })
     }
 

@@ -14,5 +14,6 @@ mod interop;
 mod oidc;
 mod schemas;
 mod server;
+mod sink;
 mod tidy;
 mod views;

@@ -60,6 +60,11 @@ macro_rules! catalogue {
                 match name { $( $name => Some(EventType::$variant), )* _ => None }
             }
 
+            /// This type's current JSON Schema (`json/<type>/v1.json`), compiled in.
+            pub fn json_schema(self) -> &'static str {
+                match self { $( EventType::$variant => include_str!(concat!("../json/", $name, "/v1.json")), )* }
+            }
+
             /// The stream and expected-state rule of this type.
             pub fn stream_rule(self) -> StreamRule {
                 match self {

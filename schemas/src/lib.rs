@@ -17,6 +17,9 @@ mod time;
 pub mod upcast;
 
 pub use catalogue::{EventType, ExpectedRule, StreamRule};
+
+/// The envelope's JSON Schema (`json/envelope.json`), compiled in.
+pub const ENVELOPE_SCHEMA: &str = include_str!("../json/envelope.json");
 pub use envelope::{Actor, ActorKind, Envelope, EnvelopeError, Outcome, Source};
 pub use position::{Position, PositionParseError, Recorded};
 pub use time::{Timestamp, TimestampParseError};

@@ -1,6 +1,7 @@
 //! Shared test support: sample events, schema validation, test stores and servers.
 
 pub mod fixtures;
+pub mod ocsf;
 pub mod oidc;
 pub mod rfc9162;
 pub mod validating;
