@@ -257,6 +257,16 @@ impl Application {
                 "no audit signing key configured: the log is not checkpointed (set AUTHLOG_AUDIT_SIGNING_KEY; `authlog audit keygen` makes one)"
             );
         }
+        // A Kafka sink whose librdkafka properties do not parse is refused now,
+        // not retried forever in the background.
+        if let Some(k) = &config.sink.kafka {
+            let _checked = crate::sink::kafka::client_config(k)
+                .and_then(|c| {
+                    c.create::<rdkafka::producer::FutureProducer>()
+                        .map_err(|e| crate::sink::SinkError::Io(e.to_string()))
+                })
+                .map_err(|e| StartError::Setup(format!("sink.kafka: {e}")))?;
+        }
         // Bind before starting anything that would outlive a failed start.
         let bind_error = |error| StartError::Bind {
             addr: config.listen,
@@ -390,6 +400,31 @@ impl Application {
             tree,
             stop_runner.subscribe(),
         ));
+        // The Kafka sink follows the log from its own checkpoint.
+        let kafka_sink = state.config.sink.kafka.clone().map(|cfg| {
+            let m = &state.metrics;
+            let metrics = crate::sink::ndjson::SinkMetrics {
+                seq: m.sink_seq.with_label_values(&["kafka"]),
+                lag: m.sink_lag.with_label_values(&["kafka"]),
+                errors: m.sink_errors.with_label_values(&["kafka"]),
+            };
+            tokio::spawn(crate::sink::kafka::run(
+                state.store.clone(),
+                Arc::new(crate::sink::shape::Shaper::new(
+                    cfg.format,
+                    cfg.personal,
+                    &state.kek,
+                )),
+                cfg,
+                crate::sink::checkpoint::CheckpointFile::new(
+                    &state.config.data_dir,
+                    "kafka",
+                    state.store.log_id(),
+                ),
+                metrics,
+                stop_runner.subscribe(),
+            ))
+        });
         // The NDJSON sink follows the log from its own checkpoint.
         let ndjson_sink = state.config.sink.ndjson.clone().map(|cfg| {
             let m = &state.metrics;
@@ -464,6 +499,9 @@ impl Application {
             let _ = c.await;
         }
         if let Some(s) = ndjson_sink {
+            let _ = s.await;
+        }
+        if let Some(s) = kafka_sink {
             let _ = s.await;
         }
         let path = state.config.data_dir.join(SNAPSHOT_FILE);

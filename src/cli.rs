@@ -72,8 +72,8 @@ pub enum SinkCommand {
         /// Last position to send (default: the head as of now).
         #[arg(long)]
         to: Option<Position>,
-        /// Where NDJSON goes (default: the configured `sink.ndjson.path`; `-`:
-        /// standard output).
+        /// Write NDJSON here (`-`: standard output) instead of sending to the
+        /// configured sink (Kafka if configured, else the NDJSON file).
         #[arg(long, short)]
         output: Option<PathBuf>,
         #[command(flatten)]
@@ -1055,19 +1055,34 @@ async fn sink_replay(
     use crate::sink::ndjson::Target;
     use crate::sink::shape::Shaper;
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let kafka = config.sink.kafka.clone().filter(|_| output.is_none());
     let cfg = config.sink.ndjson.clone();
     let path = output
         .or_else(|| cfg.as_ref().map(|c| c.path.clone()))
-        .ok_or_else(|| {
-            CliError::Other("no sink configured: give --output, or configure sink.ndjson".into())
-        })?;
-    let (format, personal) = cfg
-        .as_ref()
-        .map_or((Default::default(), Default::default()), |c| {
-            (c.format, c.personal)
-        });
+        .unwrap_or_default();
+    if kafka.is_none() && path.as_os_str().is_empty() {
+        return Err(CliError::Other(
+            "no sink configured: give --output, or configure sink.kafka or sink.ndjson".into(),
+        ));
+    }
+    let (format, personal) = match (&kafka, &cfg) {
+        (Some(k), _) => (k.format, k.personal),
+        (None, Some(c)) => (c.format, c.personal),
+        (None, None) => Default::default(),
+    };
     let kek = app::load_kek(config)?;
     let shaper = std::sync::Arc::new(Shaper::new(format, personal, &kek));
+    if let Some(k) = kafka {
+        let records = replay_records(config, from, to, &remote).await?;
+        let n = crate::sink::kafka::replay(&shaper, &k, records)
+            .await
+            .map_err(|e| other(&e))?;
+        eprintln!(
+            "authlog: re-sent {n} events to {} on {}",
+            k.topic, k.brokers
+        );
+        return Ok(());
+    }
     match app::open_store(config, None, app::OpenMode::Existing) {
         Ok(store) => crate::sink::ndjson::replay(
             store,
@@ -1105,6 +1120,65 @@ async fn sink_replay(
             }
             crate::sink::ndjson::write_records(&shaper, Target::from_path(&path), &records)
                 .map_err(|e| other(&e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The events in `from..=to` (or to the head), from the store when the server
+/// is stopped, else through `/admin/events`.
+async fn replay_records(
+    config: &Config,
+    from: Position,
+    to: Option<Position>,
+    remote: &Remote,
+) -> Result<Vec<authlog_schemas::Recorded>, CliError> {
+    let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let mut out = Vec::new();
+    match app::open_store(config, None, app::OpenMode::Existing) {
+        Ok(store) => {
+            let to = match to {
+                Some(t) => t,
+                None => match store.head().await.map_err(|e| other(&e))? {
+                    Some(h) => h.position,
+                    None => return Ok(out),
+                },
+            };
+            let mut at = ReadFrom::At(from);
+            loop {
+                let page = store.read_all(at, 512).await.map_err(|e| other(&e))?;
+                let Some(last) = page.last().map(|r| r.position) else {
+                    return Ok(out);
+                };
+                for r in page {
+                    if r.position > to {
+                        return Ok(out);
+                    }
+                    out.push(r);
+                }
+                at = ReadFrom::After(last);
+            }
+        }
+        Err(StartError::DataDirInUse(_)) => {
+            let (url, token) = remote_target(config, remote)?;
+            let text = reqwest::Client::new()
+                .get(format!("{url}/admin/events?from={from}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| CliError::Other(format!("{url}/admin/events: {e}")))?
+                .text()
+                .await
+                .map_err(|e| other(&e))?;
+            for line in text.lines() {
+                let r = record_of_line(line)?;
+                if to.is_some_and(|t| r.position > t) {
+                    break;
+                }
+                out.push(r);
+            }
+            Ok(out)
         }
         Err(e) => Err(e.into()),
     }

@@ -91,7 +91,31 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     #[serde(default)]
+    pub kafka: Option<KafkaSinkConfig>,
+    #[serde(default)]
     pub ndjson: Option<NdjsonSinkConfig>,
+}
+
+/// The Kafka sink.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub format: SinkFormat,
+    #[serde(default)]
+    pub personal: Personal,
+    /// librdkafka properties passed through (`security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "authlog.events".into()
 }
 
 /// What a sink sends: the envelope as stored (`native`) or OCSF.
@@ -342,6 +366,18 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
         "audit.checkpoint_every_s",
         Kind::Int,
     ),
+    (
+        "AUTHLOG_SINK_KAFKA_BROKERS",
+        "sink.kafka.brokers",
+        Kind::Str,
+    ),
+    ("AUTHLOG_SINK_KAFKA_TOPIC", "sink.kafka.topic", Kind::Str),
+    ("AUTHLOG_SINK_KAFKA_FORMAT", "sink.kafka.format", Kind::Str),
+    (
+        "AUTHLOG_SINK_KAFKA_PERSONAL",
+        "sink.kafka.personal",
+        Kind::Str,
+    ),
     ("AUTHLOG_SINK_NDJSON_PATH", "sink.ndjson.path", Kind::Str),
     (
         "AUTHLOG_SINK_NDJSON_FORMAT",
@@ -413,6 +449,28 @@ impl Config {
                     && let Some(toml::Value::Array(tokens)) = reg.get_mut("initial_access_tokens")
                 {
                     tokens.push(toml::Value::String(value.clone()));
+                }
+                continue;
+            }
+            // AUTHLOG_SINK_KAFKA_PROPERTY_SASL_MECHANISM → sink.kafka.properties
+            // "sasl.mechanism" (librdkafka property names use dots only).
+            if let Some(prop) = name.strip_prefix("AUTHLOG_SINK_KAFKA_PROPERTY_") {
+                let prop = prop.to_ascii_lowercase().replace('_', ".");
+                let sink = table
+                    .entry("sink".to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(sink) = sink {
+                    let kafka = sink
+                        .entry("kafka".to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(kafka) = kafka {
+                        let props = kafka
+                            .entry("properties".to_string())
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        if let toml::Value::Table(props) = props {
+                            props.insert(prop, toml::Value::String(value.clone()));
+                        }
+                    }
                 }
                 continue;
             }
@@ -556,6 +614,22 @@ impl Config {
             return Err(bad(
                 "admin and auditor tokens must be at least 16 characters",
             ));
+        }
+        if let Some(k) = &self.sink.kafka {
+            if k.brokers.trim().is_empty() {
+                return Err(bad("sink.kafka.brokers is empty"));
+            }
+            if k.properties
+                .get("enable.idempotence")
+                .is_some_and(|v| v != "true")
+                || k.properties
+                    .get("acks")
+                    .is_some_and(|v| v != "all" && v != "-1")
+            {
+                return Err(bad(
+                    "sink.kafka.properties may not turn off enable.idempotence or acks=all: the sink would lose or duplicate events",
+                ));
+            }
         }
         if self.audit.signing_key.is_some() && self.audit.signing_key_file.is_some() {
             return Err(bad(

@@ -11,6 +11,7 @@ mod clients;
 mod contract;
 mod crash;
 mod interop;
+mod kafka;
 mod oidc;
 mod schemas;
 mod server;

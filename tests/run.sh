@@ -4,9 +4,10 @@
 #
 # What it installs: authlib (PyPI) in a virtualenv under target/, for the
 # interoperability test; Debian's Chromium and playwright-core (npm), for the
-# test that signs in through the pages in a real browser. Later parts (a
-# Kafka-protocol broker, PostgreSQL) are installed and started here too, so this
-# stays one command.
+# browser tests; the Kafka-protocol broker tansu (crates.io, built once into
+# ~/.cargo/bin, about 9 minutes on 2 cores), which the Kafka tests start and stop
+# themselves. Later parts (PostgreSQL) are installed here too, so this stays one
+# command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,17 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
 export AUTHLOG_TEST_NODE="$(command -v node)"
+
+# A real Kafka-protocol broker for the sink tests. tansu 0.6.0 builds on this
+# toolchain; its topics live in SQLite so they survive the broker restart the
+# tests make. No Kafka test is skipped: without the broker they fail and say why.
+tansu_bin="$(command -v tansu || true)"
+if [ -z "$tansu_bin" ] || ! "$tansu_bin" --version 2>/dev/null | grep -q "0.6.0"; then
+    echo "tests/run.sh: installing the tansu broker (cargo install tansu 0.6.0) for the Kafka tests"
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --quiet
+    tansu_bin="$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"
+fi
+export AUTHLOG_TEST_TANSU="$tansu_bin"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -9,6 +9,7 @@
 //! [`ndjson`] appends NDJSON to a file or standard output for a log shipper.
 
 pub mod checkpoint;
+pub mod kafka;
 pub mod ndjson;
 pub mod ocsf;
 pub mod shape;

@@ -1,6 +1,7 @@
 //! Shared test support: sample events, schema validation, test stores and servers.
 
 pub mod fixtures;
+pub mod kafka;
 pub mod ocsf;
 pub mod oidc;
 pub mod rfc9162;
