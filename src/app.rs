@@ -402,12 +402,11 @@ impl Application {
         ));
         // The Kafka sink follows the log from its own checkpoint.
         let kafka_sink = state.config.sink.kafka.clone().map(|cfg| {
-            let m = &state.metrics;
-            let metrics = crate::sink::ndjson::SinkMetrics {
-                seq: m.sink_seq.with_label_values(&["kafka"]),
-                lag: m.sink_lag.with_label_values(&["kafka"]),
-                errors: m.sink_errors.with_label_values(&["kafka"]),
-            };
+            let metrics = crate::sink::SinkMetrics::new(&state.metrics, "kafka");
+            let target = format!(
+                "kafka {} {} {:?} {:?}",
+                cfg.brokers, cfg.topic, cfg.format, cfg.personal
+            );
             tokio::spawn(crate::sink::kafka::run(
                 state.store.clone(),
                 Arc::new(crate::sink::shape::Shaper::new(
@@ -420,6 +419,7 @@ impl Application {
                     &state.config.data_dir,
                     "kafka",
                     state.store.log_id(),
+                    target,
                 ),
                 metrics,
                 stop_runner.subscribe(),
@@ -427,12 +427,13 @@ impl Application {
         });
         // The NDJSON sink follows the log from its own checkpoint.
         let ndjson_sink = state.config.sink.ndjson.clone().map(|cfg| {
-            let m = &state.metrics;
-            let metrics = crate::sink::ndjson::SinkMetrics {
-                seq: m.sink_seq.with_label_values(&["ndjson"]),
-                lag: m.sink_lag.with_label_values(&["ndjson"]),
-                errors: m.sink_errors.with_label_values(&["ndjson"]),
-            };
+            let metrics = crate::sink::SinkMetrics::new(&state.metrics, "ndjson");
+            let target = format!(
+                "ndjson {} {:?} {:?}",
+                cfg.path.display(),
+                cfg.format,
+                cfg.personal
+            );
             tokio::spawn(crate::sink::ndjson::run(
                 state.store.clone(),
                 Arc::new(crate::sink::shape::Shaper::new(
@@ -445,6 +446,7 @@ impl Application {
                     &state.config.data_dir,
                     "ndjson",
                     state.store.log_id(),
+                    target,
                 )),
                 Some(metrics),
                 stop_runner.subscribe(),

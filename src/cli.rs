@@ -806,8 +806,8 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
             for path in &checkpoints {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
-                extra.push(
-                    serde_json::from_str::<Checkpoint>(&text)
+                extra.extend(
+                    checkpoints_in(&text)
                         .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?,
                 );
             }
@@ -1055,6 +1055,7 @@ async fn sink_replay(
     use crate::sink::ndjson::Target;
     use crate::sink::shape::Shaper;
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let explicit_output = output.is_some();
     let kafka = config.sink.kafka.clone().filter(|_| output.is_none());
     let cfg = config.sink.ndjson.clone();
     let path = output
@@ -1065,7 +1066,9 @@ async fn sink_replay(
             "no sink configured: give --output, or configure sink.kafka or sink.ndjson".into(),
         ));
     }
-    let (format, personal) = match (&kafka, &cfg) {
+    // The configured sinks' shaping, also for `-o`: a replay never carries more
+    // personal data than the sink it stands in for (Kafka's settings first).
+    let (format, personal) = match (&config.sink.kafka, &cfg) {
         (Some(k), _) => (k.format, k.personal),
         (None, Some(c)) => (c.format, c.personal),
         (None, None) => Default::default(),
@@ -1094,6 +1097,14 @@ async fn sink_replay(
         .await
         .map_err(|e| other(&e)),
         Err(StartError::DataDirInUse(_)) => {
+            if !explicit_output {
+                // The running server's sink appends to that file: two writers
+                // would interleave lines.
+                return Err(CliError::Other(format!(
+                    "the server is running and its NDJSON sink writes {}: give -o with another file",
+                    path.display()
+                )));
+            }
             let (url, token) = remote_target(config, &remote)?;
             eprintln!(
                 "authlog: the store is locked by a running server; reading through its admin API at {url}"
@@ -1204,4 +1215,35 @@ fn record_of_line(line: &str) -> Result<authlog_schemas::Recorded, CliError> {
         body,
         sidecar: None,
     })
+}
+
+/// The checkpoints in a file: the JSON of `/admin/audit/checkpoint`, or
+/// `audit.checkpoint` events as a sink delivered them (native NDJSON lines, one
+/// or many: the copies a SIEM keeps).
+fn checkpoints_in(text: &str) -> Result<Vec<crate::audit::checkpoint::Checkpoint>, String> {
+    use crate::audit::checkpoint::Checkpoint;
+    if let Ok(cp) = serde_json::from_str::<Checkpoint>(text.trim()) {
+        return Ok(vec![cp]);
+    }
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        if v["type"] != "audit.checkpoint" {
+            continue;
+        }
+        let d = &v["data"];
+        let s = |x: &serde_json::Value| x.as_str().map(str::to_string).unwrap_or_default();
+        out.push(Checkpoint {
+            tree_size: d["tree_size"].as_u64().ok_or("tree_size")?,
+            root_hash: s(&d["root_hash"]),
+            time: s(&v["time"]),
+            key_id: s(&d["key_id"]),
+            signature: s(&d["signature"]),
+            seq: v["seq"].as_u64(),
+        });
+    }
+    if out.is_empty() {
+        return Err("no checkpoint: expected the JSON of /admin/audit/checkpoint or audit.checkpoint event lines".into());
+    }
+    Ok(out)
 }

@@ -619,15 +619,15 @@ impl Config {
             if k.brokers.trim().is_empty() {
                 return Err(bad("sink.kafka.brokers is empty"));
             }
-            if k.properties
-                .get("enable.idempotence")
-                .is_some_and(|v| v != "true")
+            if ["enable.idempotence", "enable.gapless.guarantee"]
+                .iter()
+                .any(|p| k.properties.get(*p).is_some_and(|v| v != "true"))
                 || k.properties
                     .get("acks")
                     .is_some_and(|v| v != "all" && v != "-1")
             {
                 return Err(bad(
-                    "sink.kafka.properties may not turn off enable.idempotence or acks=all: the sink would lose or duplicate events",
+                    "sink.kafka.properties may not turn off enable.idempotence, enable.gapless.guarantee or acks=all: the sink would lose, duplicate or reorder events",
                 ));
             }
         }
@@ -702,6 +702,42 @@ mod tests {
         let c = Config::load(Some(&file), env(&[])).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.store, "embedded");
+    }
+
+    #[test]
+    fn kafka_properties_pass_through_but_cannot_weaken_delivery() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("AUTHLOG_SINK_KAFKA_BROKERS", "k1:9092,k2:9092"),
+                ("AUTHLOG_SINK_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_SSL"),
+                (
+                    "AUTHLOG_SINK_KAFKA_PROPERTY_SASL_MECHANISM",
+                    "SCRAM-SHA-512",
+                ),
+            ]),
+        )
+        .unwrap();
+        let k = c.sink.kafka.unwrap();
+        assert_eq!(k.topic, "authlog.events");
+        assert_eq!(k.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(k.properties["sasl.mechanism"], "SCRAM-SHA-512");
+        for (name, value) in [
+            ("AUTHLOG_SINK_KAFKA_PROPERTY_ACKS", "1"),
+            ("AUTHLOG_SINK_KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "false"),
+            (
+                "AUTHLOG_SINK_KAFKA_PROPERTY_ENABLE_GAPLESS_GUARANTEE",
+                "false",
+            ),
+        ] {
+            let err = Config::load(
+                None,
+                env(&[("AUTHLOG_SINK_KAFKA_BROKERS", "k1:9092"), (name, value)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("may not turn off"), "{name}: {err}");
+        }
     }
 
     #[test]

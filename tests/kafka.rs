@@ -34,14 +34,21 @@ fn ids(log: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Consumes `topic` until every id in `want` is there.
+/// Consumes `topic` until every id in `want` is there (and `linger` more).
 async fn consume_all(broker: &Broker, topic: &str, want: &[String]) -> Vec<Msg> {
+    consume_lingering(broker, topic, want, Duration::ZERO).await
+}
+
+async fn consume_lingering(
+    broker: &Broker,
+    topic: &str,
+    want: &[String],
+    linger: Duration,
+) -> Vec<Msg> {
     let want: HashSet<String> = want.iter().cloned().collect();
-    let (b, t) = (broker.brokers(), topic.to_string());
-    let port = broker.port;
-    let _ = (b, port);
+    let t = topic.to_string();
     let msgs = tokio::task::block_in_place(|| {
-        broker.consume(&t, Duration::from_secs(60), |got| {
+        broker.consume(&t, Duration::from_secs(60), linger, |got| {
             let seen: HashSet<&str> = got.iter().map(|m| m.event_id()).collect();
             want.iter().all(|w| seen.contains(w.as_str()))
         })
@@ -142,9 +149,14 @@ async fn every_event_reaches_kafka_in_order_per_key_in_both_formats() {
                 ocsf.validate(&v).unwrap_or_else(|e| panic!("{e}\n{v:#}"));
             }
         }
-        // One user's sign-ins went to one partition, in order.
-        let keys: HashSet<&str> = msgs.iter().map(|m| m.key.as_str()).collect();
-        assert!(keys.len() > 1);
+        // Each key lives in one partition (so its events stay in order), and
+        // there is more than one key.
+        let mut partition_of: HashMap<&str, i32> = HashMap::new();
+        for m in &msgs {
+            let p = *partition_of.entry(m.key.as_str()).or_insert(m.partition);
+            assert_eq!(p, m.partition, "key {} in two partitions", m.key);
+        }
+        assert!(partition_of.len() > 1);
         app.stop().await;
     }
 }
@@ -160,6 +172,9 @@ async fn nothing_is_lost_across_a_broker_restart() {
         &[
             ("AUTHLOG_SINK_KAFKA_BROKERS", brokers.as_str()),
             ("AUTHLOG_SINK_KAFKA_TOPIC", "restart"),
+            // Deliveries give up after 1.5 s: the outage below outlasts them, so
+            // the sink must recreate its producer and rewind.
+            ("AUTHLOG_SINK_KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "1500"),
         ],
     )
     .await;
@@ -168,11 +183,37 @@ async fn nothing_is_lost_across_a_broker_restart() {
     // succeeding, and comes back.
     broker.stop();
     sign_ins(&app, 3).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(
         ready.status(),
         200,
         "the server stays ready while the broker is down"
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(
+        value("authlog_sink_lag_events{sink=\"kafka\"}") > 0.0,
+        "the lag shows the outage"
+    );
+    assert!(
+        value("authlog_sink_errors_total{sink=\"kafka\"}") > 0.0,
+        "the failed deliveries count"
     );
     broker.restart();
     sign_ins(&app, 2).await;
@@ -182,73 +223,64 @@ async fn nothing_is_lost_across_a_broker_restart() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_lost_across_a_sigkill_of_authlog() {
-    let broker = Broker::start();
-    broker.create_topic("killed", 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = "kafka-admin-token-0123456789";
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let start = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
-            .arg("serve")
-            .env("AUTHLOG_DATA_DIR", dir.path())
-            .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
-            .env("AUTHLOG_LOG_LEVEL", "warn")
-            .env("AUTHLOG_ADMIN_TOKEN", token)
-            .env("AUTHLOG_SINK_KAFKA_BROKERS", broker.brokers())
-            .env("AUTHLOG_SINK_KAFKA_TOPIC", "killed")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let base = format!("http://127.0.0.1:{port}");
+const TOKEN: &str = "kafka-admin-token-0123456789";
+
+/// `authlog serve` as its own process, its sink on `topic`.
+fn serve(dir: &std::path::Path, port: u16, brokers: &str, topic: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .arg("serve")
+        .env("AUTHLOG_DATA_DIR", dir)
+        .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .env("AUTHLOG_ADMIN_TOKEN", TOKEN)
+        .env("AUTHLOG_SINK_KAFKA_BROKERS", brokers)
+        .env("AUTHLOG_SINK_KAFKA_TOPIC", topic)
+        .env("AUTHLOG_SINK_KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "1500")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn ready(base: &str) {
     let client = reqwest::Client::new();
-    let ready = || async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(std::time::Instant::now() < deadline, "no server");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let mut child = start();
-    ready().await;
-    let writer = {
-        let (client, base) = (client.clone(), base.clone());
-        tokio::spawn(async move {
-            let mut ok = 0;
-            for i in 0..400 {
-                match client
-                    .post(format!("{base}/admin/users"))
-                    .bearer_auth(token)
-                    .json(&json!({"username": format!("k{i}"), "password": PASSWORD}))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 201 => ok += 1,
-                    _ => break,
-                }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(std::time::Instant::now() < deadline, "no server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Registers users until told to stop or the server goes away.
+fn register_until_killed(base: &str, tag: &'static str) -> tokio::task::JoinHandle<usize> {
+    let base = base.to_string();
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut ok = 0;
+        for i in 0..400 {
+            match client
+                .post(format!("{base}/admin/users"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"username": format!("{tag}{i}"), "password": PASSWORD}))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 201 => ok += 1,
+                _ => break,
             }
-            ok
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
-    assert!(writer.await.unwrap() > 0);
-    let mut child = start();
-    ready().await;
-    let log: Vec<Value> = client
+        }
+        ok
+    })
+}
+
+async fn log_at(base: &str) -> Vec<Value> {
+    reqwest::Client::new()
         .get(format!("{base}/admin/events"))
-        .bearer_auth(token)
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()
@@ -257,8 +289,60 @@ async fn nothing_is_lost_across_a_sigkill_of_authlog() {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_across_a_sigkill_of_authlog() {
+    let broker = Broker::start();
+    broker.create_topic("killed", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve(dir.path(), port, &broker.brokers(), "killed");
+    ready(&base).await;
+    let writer = register_until_killed(&base, "k");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(writer.await.unwrap() > 0);
+    let mut child = serve(dir.path(), port, &broker.brokers(), "killed");
+    ready(&base).await;
+    let log = log_at(&base).await;
     let msgs = consume_all(&broker, "killed", &ids(&log)).await;
+    assert_ordered_per_key(&msgs);
+    child.kill().await.unwrap();
+}
+
+/// The hard case for a checkpoint: events appended while the broker is down
+/// (undelivered), then authlog killed. Nothing may count as delivered that was
+/// not: after both come back, every event reaches the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_events_survive_a_sigkill_during_a_broker_outage() {
+    let mut broker = Broker::start();
+    broker.create_topic("outage", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve(dir.path(), port, &broker.brokers(), "outage");
+    ready(&base).await;
+    let first = register_until_killed(&base, "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(first.await.unwrap() > 0);
+    broker.restart();
+    let mut child = serve(dir.path(), port, &broker.brokers(), "outage");
+    ready(&base).await;
+    let log = log_at(&base).await;
+    let msgs = consume_all(&broker, "outage", &ids(&log)).await;
     assert_ordered_per_key(&msgs);
     child.kill().await.unwrap();
 }
@@ -290,7 +374,8 @@ async fn replay_resends_exactly_the_requested_range_to_kafka() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = ids(&log[4..=9]);
-    let msgs = consume_all(&broker, "replayed", &want).await;
+    // Read on for a while after the range is in: nothing else may follow.
+    let msgs = consume_lingering(&broker, "replayed", &want, Duration::from_secs(3)).await;
     // Exactly that range: nothing before or after it (one partition: in order).
     let got: Vec<String> = msgs.iter().map(|m| m.event_id().to_string()).collect();
     assert_eq!(got, want);

@@ -200,10 +200,16 @@ async fn personal_data_can_be_pseudonymised_or_left_out() {
         .unwrap();
     let pseudonym = registered["data"]["email"].as_str().unwrap();
     assert!(pseudonym.starts_with("pseudonym:"), "{pseudonym}");
-    // Stable: the same value, the same pseudonym (here across two fields of two
-    // events would need the same value; the registration's username and the
-    // user's later events share the subject's pseudonymised key).
     assert_eq!(registered["data"]["user_id"], rp.user_id.as_str());
+    // Addresses too, and stable: every request came from 127.0.0.1, so every
+    // event carries the same pseudonym for it.
+    assert!(!text.contains("127.0.0.1"), "an address in clear");
+    let ips: HashSet<String> = lines_of(&file)
+        .iter()
+        .filter_map(|l| l["source"]["ip"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ips.len(), 1, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("pseudonym:")));
     app.stop().await;
 
     // `none` removes them.

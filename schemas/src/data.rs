@@ -204,7 +204,9 @@ pub struct ConsentDenied {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationRejected {
     pub client_id: String,
-    /// What was wrong, for people; never a secret.
+    /// personal
+    /// What was wrong, for people; never a secret. It may quote what the
+    /// caller sent.
     pub description: String,
 }
 

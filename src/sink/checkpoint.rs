@@ -19,6 +19,10 @@ pub struct Delivered {
 #[derive(Debug, Serialize, Deserialize)]
 struct OnDisk {
     log_id: String,
+    /// Where the events went (brokers and topic, or file, format and personal
+    /// data): a checkpoint for another destination does not apply.
+    #[serde(default)]
+    target: String,
     delivered: Option<Delivered>,
 }
 
@@ -27,20 +31,24 @@ struct OnDisk {
 pub struct CheckpointFile {
     path: PathBuf,
     log_id: String,
+    target: String,
 }
 
 impl CheckpointFile {
-    /// `data_dir/sink-{name}.checkpoint` for the log `log_id`.
-    pub fn new(data_dir: &Path, name: &str, log_id: String) -> CheckpointFile {
+    /// `data_dir/sink-{name}.checkpoint` for the log `log_id` and the
+    /// destination described by `target`.
+    pub fn new(data_dir: &Path, name: &str, log_id: String, target: String) -> CheckpointFile {
         CheckpointFile {
             path: data_dir.join(format!("sink-{name}.checkpoint")),
             log_id,
+            target,
         }
     }
 
     /// The last delivered event, if any. A checkpoint of another log (a data
-    /// directory restored next to another store) is ignored with a warning:
-    /// the sink starts again from the beginning rather than skip events.
+    /// directory restored next to another store) or another destination (a new
+    /// topic, cluster or file) is ignored with a warning: the sink starts again
+    /// from the beginning rather than skip events.
     pub fn load(&self) -> Result<Option<Delivered>, SinkError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
@@ -53,13 +61,23 @@ impl CheckpointFile {
             tracing::warn!(path = %self.path.display(), "sink checkpoint of another log: starting from the beginning");
             return Ok(None);
         }
+        if disk.target != self.target {
+            tracing::warn!(path = %self.path.display(), was = %disk.target, now = %self.target, "sink checkpoint of another destination: sending the whole log to the new one");
+            return Ok(None);
+        }
         Ok(disk.delivered)
     }
 
-    /// Where the sink resumes.
-    pub fn resume_from(&self) -> Result<ReadFrom, SinkError> {
+    /// Where the sink resumes, given the log's last seq: a checkpoint beyond the
+    /// log (a store restored from an older backup) would skip the events
+    /// appended since, so the sink starts over instead.
+    pub fn resume_from(&self, head_seq: Option<u64>) -> Result<ReadFrom, SinkError> {
         Ok(match self.load()? {
-            Some(d) => ReadFrom::After(d.position),
+            Some(d) if head_seq.is_some_and(|h| d.seq <= h) => ReadFrom::After(d.position),
+            Some(d) => {
+                tracing::warn!(path = %self.path.display(), checkpoint_seq = d.seq, ?head_seq, "sink checkpoint beyond the log: sending the whole log again");
+                ReadFrom::Start
+            }
             None => ReadFrom::Start,
         })
     }
@@ -68,6 +86,7 @@ impl CheckpointFile {
         use std::io::Write;
         let text = serde_json::to_vec(&OnDisk {
             log_id: self.log_id.clone(),
+            target: self.target.clone(),
             delivered: Some(delivered),
         })
         .map_err(io)?;
@@ -92,7 +111,7 @@ mod tests {
     #[test]
     fn checkpoints_survive_reopening_and_other_logs_start_over() {
         let dir = tempfile::tempdir().unwrap();
-        let cp = CheckpointFile::new(dir.path(), "ndjson", "log-a".into());
+        let cp = CheckpointFile::new(dir.path(), "ndjson", "log-a".into(), "t".into());
         assert_eq!(cp.load().unwrap(), None);
         let d = Delivered {
             position: Position::dense(41),
@@ -100,16 +119,25 @@ mod tests {
         };
         cp.store(d).unwrap();
         assert_eq!(
-            CheckpointFile::new(dir.path(), "ndjson", "log-a".into())
+            CheckpointFile::new(dir.path(), "ndjson", "log-a".into(), "t".into())
                 .load()
                 .unwrap(),
             Some(d)
         );
+        for (log, target) in [("log-b", "t"), ("log-a", "elsewhere")] {
+            assert_eq!(
+                CheckpointFile::new(dir.path(), "ndjson", log.into(), target.into())
+                    .load()
+                    .unwrap(),
+                None
+            );
+        }
+        // Beyond the log: start over.
         assert_eq!(
-            CheckpointFile::new(dir.path(), "ndjson", "log-b".into())
-                .load()
-                .unwrap(),
-            None
+            cp.resume_from(Some(41)).unwrap(),
+            ReadFrom::After(d.position)
         );
+        assert_eq!(cp.resume_from(Some(40)).unwrap(), ReadFrom::Start);
+        assert_eq!(cp.resume_from(None).unwrap(), ReadFrom::Start);
     }
 }

@@ -48,7 +48,14 @@ pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, SinkError
     for (k, v) in &config.properties {
         c.set(k, v);
     }
-    for (k, v) in [("enable.idempotence", "true"), ("acks", "all")] {
+    // Gapless: if one message of a partition fails for good, the producer stops
+    // (a fatal error) instead of writing the ones after it, so the sink's
+    // rewind resends in order and no key's events are reordered.
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("enable.gapless.guarantee", "true"),
+    ] {
         if config
             .properties
             .get(k)
@@ -137,10 +144,33 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let lag = tokio::spawn(metrics.clone().track_lag(store.clone(), stop.clone()));
     loop {
         let started = Instant::now();
-        match follow(&store, &shaper, &config, &checkpoint, &metrics, &mut stop).await {
-            Ok(()) => return,
+        let outcome = match producer(&config) {
+            Ok(p) => {
+                let outcome = follow(
+                    &p,
+                    &store,
+                    &shaper,
+                    &config,
+                    &checkpoint,
+                    &metrics,
+                    &mut stop,
+                )
+                .await;
+                // Destroying a producer purges, flushes and joins its threads:
+                // not on the async executor.
+                let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+                outcome
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                lag.abort();
+                return;
+            }
             Err(e) => {
                 metrics.errors.inc();
                 tracing::warn!(error = %e, retry_in = ?backoff, "kafka sink: recreating the producer and resuming from its checkpoint");
@@ -150,15 +180,20 @@ pub async fn run(
         if started.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_millis(500);
         }
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(backoff) => {}
+        let stopped = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(backoff) => false,
+        };
+        if stopped {
+            lag.abort();
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
 async fn follow(
+    producer: &FutureProducer,
     store: &DynStore,
     shaper: &Arc<Shaper>,
     config: &KafkaSinkConfig,
@@ -166,9 +201,9 @@ async fn follow(
     metrics: &SinkMetrics,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
-    let producer = producer(config)?;
     let cp = checkpoint.clone();
-    let from = tokio::task::spawn_blocking(move || cp.resume_from())
+    let head = store.head().await?.map(|h| h.seq);
+    let from = tokio::task::spawn_blocking(move || cp.resume_from(head))
         .await
         .map_err(io)??;
     let mut events = store.subscribe_all(from);
@@ -207,7 +242,7 @@ async fn follow(
                 let Some(item) = item else { return Ok(()) };
                 let r = item?;
                 let m = shaper.shape(&r)?;
-                let f = send(&producer, &config.topic, &m).await?;
+                let f = send(producer, &config.topic, &m).await?;
                 pending.push_back((Delivered { position: r.position, seq: r.seq }, f));
             }
         }
@@ -225,6 +260,7 @@ async fn follow(
                 tokio::task::spawn_blocking(move || cp.store(d))
                     .await
                     .map_err(io)??;
+                metrics.delivered(d.seq);
             }
             return Ok(());
         }
@@ -238,9 +274,7 @@ async fn follow(
                 .map_err(io)??;
             saved = Some(d);
             last_save = Instant::now();
-            metrics.seq.set(d.seq as i64);
-            let head = store.head().await?.map_or(0, |h| h.seq);
-            metrics.lag.set(head.saturating_sub(d.seq) as i64);
+            metrics.delivered(d.seq);
         }
     }
 }

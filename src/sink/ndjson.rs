@@ -53,17 +53,33 @@ impl Writer {
                 out.write_all(&buf).and_then(|_| out.flush()).map_err(io)
             }
             Target::File(path) => {
+                let named = |e: std::io::Error| SinkError::Io(format!("{}: {e}", path.display()));
+                // A log rotation that renamed the file away: open the new one.
+                if let Some(f) = &self.file
+                    && !same_file(f, path)
+                {
+                    self.file = None;
+                }
                 if self.file.is_none() {
-                    let named =
-                        |e: std::io::Error| SinkError::Io(format!("{}: {e}", path.display()));
                     drop_partial_line(path).map_err(named)?;
+                    let created = !path.exists();
+                    use std::os::unix::fs::OpenOptionsExt;
                     self.file = Some(
                         std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)
+                            .mode(0o640)
                             .open(path)
                             .map_err(named)?,
                     );
+                    // A new file's name must be as durable as its lines.
+                    if created
+                        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                    {
+                        std::fs::File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(named)?;
+                    }
                 }
                 let f = self
                     .file
@@ -77,6 +93,15 @@ impl Writer {
                 written.map_err(io)
             }
         }
+    }
+}
+
+/// Whether the open file is still the one at `path` (same device and inode).
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -115,13 +140,7 @@ fn drop_partial_line(path: &std::path::Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Counters the server exposes for a sink.
-#[derive(Clone)]
-pub struct SinkMetrics {
-    pub seq: prometheus::IntGauge,
-    pub lag: prometheus::IntGauge,
-    pub errors: prometheus::IntCounter,
-}
+pub use super::SinkMetrics;
 
 /// Ships the log from `from` (and the live tail) until `stop`, advancing
 /// `checkpoint` (if any) after each durable batch. Errors are retried with
@@ -137,9 +156,13 @@ pub async fn run(
 ) {
     let mut writer = Arc::new(std::sync::Mutex::new(Writer { target, file: None }));
     let mut backoff = Duration::from_millis(200);
+    let lag = metrics
+        .clone()
+        .map(|m| tokio::spawn(m.track_lag(store.clone(), stop.clone())));
     loop {
+        let head = store.head().await.ok().flatten().map(|h| h.seq);
         let from = match &checkpoint {
-            Some(c) => c.resume_from(),
+            Some(c) => c.resume_from(head),
             None => Ok(ReadFrom::Start),
         };
         let outcome = match from {
@@ -159,7 +182,12 @@ pub async fn run(
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => return,
+            Ok(()) => {
+                if let Some(l) = lag {
+                    l.abort();
+                }
+                return;
+            }
             Err(e) => {
                 if let Some(m) = &metrics {
                     m.errors.inc();
@@ -167,9 +195,15 @@ pub async fn run(
                 tracing::warn!(error = %e, retry_in = ?backoff, "ndjson sink: retrying from its checkpoint");
             }
         }
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(backoff) => {}
+        let stopped = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(backoff) => false,
+        };
+        if stopped {
+            if let Some(l) = lag {
+                l.abort();
+            }
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
@@ -233,9 +267,7 @@ async fn follow(
                 .map_err(io)??;
         }
         if let Some(m) = metrics {
-            m.seq.set(last.seq as i64);
-            let head = store.head().await?.map_or(0, |h| h.seq);
-            m.lag.set(head.saturating_sub(last.seq) as i64);
+            m.delivered(last.seq);
         }
         if done {
             return Ok(());
@@ -269,11 +301,13 @@ pub async fn replay(
     from: ReadFrom,
     to: Option<authlog_schemas::Position>,
 ) -> Result<(), SinkError> {
-    let to = match to {
-        Some(t) => Some(t),
-        None => store.head().await?.map(|h| h.position),
+    // Never past the head: the replay ends instead of waiting for new events.
+    let head = store.head().await?.map(|h| h.position);
+    let to = match (to, head) {
+        (_, None) => return Ok(()),
+        (Some(t), Some(h)) => t.min(h),
+        (None, Some(h)) => h,
     };
-    let Some(to) = to else { return Ok(()) };
     let empty = match from {
         ReadFrom::Start => false,
         ReadFrom::At(p) => p > to,

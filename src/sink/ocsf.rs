@@ -592,13 +592,12 @@ pub fn map(envelope: &Value, r: &Recorded) -> Result<Value, String> {
                     json!([{"uid": "audit-trail", "name": "authlog audit trail", "type": "Audit Trail", "data": res_data}]),
                 );
             } else {
-                let mut api = json!({
-                    "operation": "authorize",
-                    "response": {
-                        "error": text(envelope, "reason"),
-                        "error_message": text(&data, "description"),
-                    },
-                });
+                let mut response = json!({"error": text(envelope, "reason")});
+                // The description may be removed as personal data.
+                if let Some(d) = text(&data, "description") {
+                    response["error_message"] = json!(d);
+                }
+                let mut api = json!({"operation": "authorize", "response": response});
                 if let Some(req) = text(envelope, "request_id") {
                     api["request"] = json!({"uid": req});
                 }

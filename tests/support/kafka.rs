@@ -104,11 +104,12 @@ impl Broker {
     }
 
     /// Reads `topic` from the beginning until `done` says it has what it needs
-    /// (or `timeout`).
+    /// (or `timeout`), then `linger` longer to catch anything more.
     pub fn consume(
         &self,
         topic: &str,
         timeout: Duration,
+        linger: Duration,
         done: impl Fn(&[Msg]) -> bool,
     ) -> Vec<Msg> {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -119,9 +120,14 @@ impl Broker {
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Instant::now() + timeout;
         let mut out = Vec::new();
-        while Instant::now() < deadline && !done(&out) {
+        let mut lingering = false;
+        while Instant::now() < deadline {
+            if !lingering && done(&out) {
+                lingering = true;
+                deadline = Instant::now() + linger;
+            }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     let mut headers = HashMap::new();
