@@ -155,22 +155,6 @@ async fn sign_in(rp: &Rp, client: &reqwest::Client) {
     assert_eq!(r.status(), 200);
 }
 
-/// Every event of the log, as the admin event stream ships it.
-async fn all_events(app: &TestApp) -> Vec<Value> {
-    app.http
-        .get(app.url("/admin/events"))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The test's own reading of a filter, over the envelope as JSON.
 fn expected_match(e: &Value, q: &[(&str, &str)]) -> bool {
     q.iter().all(|(k, v)| match *k {
@@ -255,7 +239,7 @@ async fn every_filter_answers_what_the_log_holds_page_by_page() {
     let dir = tempfile::tempdir().unwrap();
     let app = audit_app(dir.path()).await;
     let (a, b) = activity(&app).await;
-    let log = all_events(&app).await;
+    let log = app.log().await;
     let snapshot = log.len() as u64;
     let session = log
         .iter()
@@ -388,7 +372,8 @@ async fn pagination_stays_stable_while_events_arrive() {
     for i in 0..12 {
         create(i, app.url(""), app.admin_token.clone()).await;
     }
-    let before: Vec<u64> = all_events(&app)
+    let before: Vec<u64> = app
+        .log()
         .await
         .iter()
         .filter(|e| e["type"] == "user.registered")
@@ -413,7 +398,8 @@ async fn pagination_stays_stable_while_events_arrive() {
         assert!(got.contains(s), "seq {s} was skipped while the log grew");
     }
     // Once the writers stop, a fresh walk sees exactly the log.
-    let all: Vec<u64> = all_events(&app)
+    let all: Vec<u64> = app
+        .log()
         .await
         .iter()
         .filter(|e| e["type"] == "user.registered")
@@ -435,7 +421,7 @@ async fn every_read_is_recorded_and_auditors_read_nothing_else() {
     let n = page_through(&app, &[("subject", &a.user_id), ("type", "login.")], 100)
         .await
         .len();
-    let last = all_events(&app).await.into_iter().last().unwrap();
+    let last = app.log().await.into_iter().last().unwrap();
     assert_eq!(last["type"], "audit.accessed");
     assert_eq!(last["actor"]["id"], "auditor");
     assert_eq!(last["data"]["token_name"], "auditor");
@@ -898,7 +884,8 @@ async fn exports_are_verifiable_offline_and_every_tampering_fails() {
     // once complete (just after the last byte: poll for it).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let records = loop {
-        let records: Vec<Value> = all_events(&app)
+        let records: Vec<Value> = app
+            .log()
             .await
             .into_iter()
             .filter(|e| {
@@ -931,7 +918,7 @@ async fn exports_are_verifiable_offline_and_every_tampering_fails() {
     assert_eq!(records[1]["data"]["result_count"], events.len() as u64);
 
     // No secret anywhere in what readers of the audit trail receive.
-    let everything = all_events(&app).await;
+    let everything = app.log().await;
     let api = page_through(&app, &[], 1000).await;
     for (what, text) in [
         ("export", export.clone()),

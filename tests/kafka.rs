@@ -13,21 +13,6 @@ use crate::support::kafka::{Broker, Msg};
 use crate::support::oidc::{PASSWORD, pkce, query, setup};
 use crate::support::{TestApp, spawn_app_with};
 
-async fn log_of(app: &TestApp) -> Vec<Value> {
-    app.http
-        .get(app.url("/admin/events"))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn ids(log: &[Value]) -> Vec<String> {
     log.iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
@@ -118,7 +103,7 @@ async fn every_event_reaches_kafka_in_order_per_key_in_both_formats() {
         )
         .await;
         sign_ins(&app, 3).await;
-        let log = log_of(&app).await;
+        let log = app.log().await;
         let msgs = consume_all(&broker, topic, &ids(&log)).await;
         assert_ordered_per_key(&msgs);
         let stored = app
@@ -217,7 +202,7 @@ async fn nothing_is_lost_across_a_broker_restart() {
     );
     broker.restart();
     sign_ins(&app, 2).await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     let msgs = consume_all(&broker, "restart", &ids(&log)).await;
     assert_ordered_per_key(&msgs);
     app.stop().await;
@@ -354,7 +339,7 @@ async fn replay_resends_exactly_the_requested_range_to_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let app = crate::support::spawn_app_in(dir.path()).await;
     sign_ins(&app, 2).await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     app.stop().await;
     let (from, to) = (&log[4], &log[9]);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_authlog"))

@@ -12,22 +12,6 @@ use serde_json::{Value, json};
 use crate::support::oidc::{PASSWORD, setup};
 use crate::support::{TestApp, spawn_app_with};
 
-/// The log as the admin event stream ships it.
-async fn log_of(app: &TestApp) -> Vec<Value> {
-    app.http
-        .get(app.url("/admin/events"))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn lines_of(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -109,7 +93,7 @@ async fn the_ndjson_sink_ships_every_event_in_order_and_resumes_after_a_restart(
     let settings = [("AUTHLOG_SINK_NDJSON_PATH", path.as_str())];
     let app = spawn_app_with(dir.path(), &settings).await;
     create_users(&app, 5, "a").await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     wait_for_ids(
         &file,
         &log.iter().map(native_id).collect::<Vec<_>>(),
@@ -134,7 +118,7 @@ async fn the_ndjson_sink_ships_every_event_in_order_and_resumes_after_a_restart(
     // from its checkpoint.
     let app = spawn_app_with(dir.path(), &settings).await;
     create_users(&app, 5, "b").await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     wait_for_ids(
         &file,
         &log.iter().map(native_id).collect::<Vec<_>>(),
@@ -184,7 +168,7 @@ async fn personal_data_can_be_pseudonymised_or_left_out() {
     )
     .await;
     let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     wait_for_ids(
         &file,
         &log.iter().map(native_id).collect::<Vec<_>>(),
@@ -225,7 +209,7 @@ async fn personal_data_can_be_pseudonymised_or_left_out() {
     )
     .await;
     let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     wait_for_ids(
         &file,
         &log.iter().map(native_id).collect::<Vec<_>>(),
@@ -268,7 +252,7 @@ async fn ocsf_messages_validate_against_the_ocsf_schema_subset() {
         .await;
     let code = crate::support::oidc::query(&back)["code"].clone();
     assert_eq!(rp.redeem(&code, &verifier).await.status(), 200);
-    let log = log_of(&app).await;
+    let log = app.log().await;
     wait_for_ids(
         &file,
         &log.iter().map(native_id).collect::<Vec<_>>(),
@@ -398,7 +382,7 @@ async fn replay_resends_exactly_the_range_asked_for() {
     let out = tempfile::tempdir().unwrap();
     let app = crate::support::spawn_app_in(dir.path()).await;
     create_users(&app, 6, "r").await;
-    let log = log_of(&app).await;
+    let log = app.log().await;
     app.stop().await;
     assert!(log.len() >= 8, "{}", log.len());
     let (from, to) = (&log[3], &log[6]);

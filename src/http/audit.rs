@@ -23,7 +23,7 @@ use warp::reply::{Reply, Response};
 use super::{ApiError, State, with_state};
 use crate::audit::export::{self, ExportSpec, Format};
 use crate::audit::merkle;
-use crate::audit::query::{Filter as AuditFilter, query};
+use crate::audit::query::{Filter as AuditFilter, Page, query};
 use crate::audit::tree::Direction;
 use crate::audit::{AuditError, read_checkpoints};
 use crate::oidc::html::Text;
@@ -242,6 +242,35 @@ fn json_response(body: Vec<u8>) -> Response {
     res
 }
 
+/// One page of a query from the request's `limit`, `after` and `order`, with
+/// the filter as `audit.accessed` records it (cursor included).
+async fn page_of(
+    state: &State,
+    pairs: &[(String, String)],
+    filter: &AuditFilter,
+    default_order: Direction,
+) -> Result<(Page, serde_json::Map<String, serde_json::Value>), ApiError> {
+    let limit = number::<usize>(pairs, "limit")?.unwrap_or(100);
+    let after = number::<u64>(pairs, "after")?;
+    let dir = direction(pairs, default_order)?;
+    let size = indexed_size(state).await?;
+    let page = query(
+        &state.store,
+        &state.audit.tree,
+        filter,
+        after,
+        limit,
+        dir,
+        size,
+    )
+    .await?;
+    let mut recorded = filter.to_json();
+    if let Some(a) = after {
+        recorded.insert("after".into(), json!(a.to_string()));
+    }
+    Ok((page, recorded))
+}
+
 /// `GET /admin/audit/events`.
 async fn events(
     reader: Reader,
@@ -249,25 +278,7 @@ async fn events(
     state: State,
 ) -> Result<Response, warp::Rejection> {
     let filter = filter_of(&pairs, &["limit", "after", "order"])?;
-    let limit = number::<usize>(&pairs, "limit")?.unwrap_or(100);
-    let after = number::<u64>(&pairs, "after")?;
-    let dir = direction(&pairs, Direction::Forward)?;
-    let size = indexed_size(&state).await?;
-    let page = query(
-        &state.store,
-        &state.audit.tree,
-        &filter,
-        after,
-        limit,
-        dir,
-        size,
-    )
-    .await
-    .map_err(ApiError::from)?;
-    let mut f = filter.to_json();
-    if let Some(a) = after {
-        f.insert("after".into(), json!(a.to_string()));
-    }
+    let (page, f) = page_of(&state, &pairs, &filter, Direction::Forward).await?;
     record(
         &state,
         &reader,
@@ -325,21 +336,7 @@ async fn history(
     let (user_id, username) = resolve_user(&state, &id).await;
     let mut filter = filter_of(&pairs, &["limit", "after", "order"])?;
     filter.subject = Some(user_id.clone());
-    let limit = number::<usize>(&pairs, "limit")?.unwrap_or(100);
-    let after = number::<u64>(&pairs, "after")?;
-    let dir = direction(&pairs, Direction::Backward)?;
-    let size = indexed_size(&state).await?;
-    let page = query(
-        &state.store,
-        &state.audit.tree,
-        &filter,
-        after,
-        limit,
-        dir,
-        size,
-    )
-    .await
-    .map_err(ApiError::from)?;
+    let (page, f) = page_of(&state, &pairs, &filter, Direction::Backward).await?;
     let entries: Vec<serde_json::Value> = page
         .events
         .iter()
@@ -360,10 +357,6 @@ async fn history(
             }))
         })
         .collect();
-    let mut f = filter.to_json();
-    if let Some(a) = after {
-        f.insert("after".into(), json!(a.to_string()));
-    }
     record(
         &state,
         &reader,

@@ -65,6 +65,23 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The whole log as `/admin/events` ships it (the read is recorded after
+    /// it, as the next event).
+    pub async fn log(&self) -> Vec<serde_json::Value> {
+        self.http
+            .get(self.url("/admin/events"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Shuts the server down gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
