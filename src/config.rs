@@ -109,9 +109,10 @@ pub struct KafkaSinkConfig {
     #[serde(default)]
     pub personal: Personal,
     /// librdkafka properties passed through (`security.protocol`,
+    /// `sasl.password`, …; values are redacted in `Debug`)
     /// `sasl.mechanism`, `ssl.ca.location`, …).
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, Secret>,
 }
 
 fn default_topic() -> String {
@@ -621,10 +622,10 @@ impl Config {
             }
             if ["enable.idempotence", "enable.gapless.guarantee"]
                 .iter()
-                .any(|p| k.properties.get(*p).is_some_and(|v| v != "true"))
+                .any(|p| k.properties.get(*p).is_some_and(|v| v.expose() != "true"))
                 || k.properties
                     .get("acks")
-                    .is_some_and(|v| v != "all" && v != "-1")
+                    .is_some_and(|v| v.expose() != "all" && v.expose() != "-1")
             {
                 return Err(bad(
                     "sink.kafka.properties may not turn off enable.idempotence, enable.gapless.guarantee or acks=all: the sink would lose, duplicate or reorder events",
@@ -720,8 +721,20 @@ mod tests {
         .unwrap();
         let k = c.sink.kafka.unwrap();
         assert_eq!(k.topic, "authlog.events");
-        assert_eq!(k.properties["security.protocol"], "SASL_SSL");
-        assert_eq!(k.properties["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(k.properties["security.protocol"].expose(), "SASL_SSL");
+        assert_eq!(k.properties["sasl.mechanism"].expose(), "SCRAM-SHA-512");
+        let c = Config::load(
+            None,
+            env(&[
+                ("AUTHLOG_SINK_KAFKA_BROKERS", "k1:9092"),
+                ("AUTHLOG_SINK_KAFKA_PROPERTY_SASL_PASSWORD", "hunter2-kafka"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            !format!("{c:?}").contains("hunter2-kafka"),
+            "a password in Debug"
+        );
         for (name, value) in [
             ("AUTHLOG_SINK_KAFKA_PROPERTY_ACKS", "1"),
             ("AUTHLOG_SINK_KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "false"),

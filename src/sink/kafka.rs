@@ -46,7 +46,7 @@ pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, SinkError
         .set("message.timeout.ms", "30000")
         .set("socket.keepalive.enable", "true");
     for (k, v) in &config.properties {
-        c.set(k, v);
+        c.set(k, v.expose());
     }
     // Gapless: if one message of a partition fails for good, the producer stops
     // (a fatal error) instead of writing the ones after it, so the sink's
@@ -59,7 +59,7 @@ pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, SinkError
         if config
             .properties
             .get(k)
-            .is_some_and(|given| given != v && !(k == "acks" && given == "-1"))
+            .is_some_and(|given| given.expose() != v && !(k == "acks" && given.expose() == "-1"))
         {
             return Err(SinkError::Io(format!(
                 "sink.kafka.properties.{k} must stay {v}: the sink does not lose or duplicate within a partition otherwise"
