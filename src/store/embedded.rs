@@ -39,6 +39,8 @@ const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("st
 const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
 /// log identity and format.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Singletons' checkpoints: name → (version, value).
+const CHECKPOINTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("checkpoints");
 
 const FORMAT_VERSION: &str = "1";
 const RECORD_VERSION: u8 = 1;
@@ -727,6 +729,65 @@ impl EventStore for EmbeddedStore {
     async fn check(&self) -> Result<CheckReport, StoreError> {
         let db = self.inner.db.clone();
         blocking(move || check_db(&db)).await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// One process opens the store at a time, so it holds every lease.
+    async fn try_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+    ) -> Result<Option<super::Lease>, StoreError> {
+        Ok(Some(super::Lease::exclusive()))
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let db = self.inner.db.clone();
+        let name = name.to_string();
+        blocking(move || {
+            let txn = db.begin_read().map_err(io)?;
+            let table = match txn.open_table(CHECKPOINTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            Ok(table.get(name.as_str()).map_err(io)?.map(|v| {
+                let (version, value) = v.value();
+                (version, value.to_vec())
+            }))
+        })
+        .await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        let db = self.inner.db.clone();
+        let name = name.to_string();
+        blocking(move || {
+            let txn = db.begin_write().map_err(io)?;
+            let version = {
+                let mut table = txn.open_table(CHECKPOINTS).map_err(io)?;
+                let actual = table.get(name.as_str()).map_err(io)?.map(|v| v.value().0);
+                if actual != expected {
+                    return Err(super::checkpoint_conflict(&name, expected, actual));
+                }
+                let version = actual.map_or(1, |v| v + 1);
+                table
+                    .insert(name.as_str(), (version, value.as_slice()))
+                    .map_err(io)?;
+                version
+            };
+            txn.commit().map_err(io)?;
+            Ok(version)
+        })
+        .await
     }
 }
 

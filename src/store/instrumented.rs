@@ -142,4 +142,28 @@ impl<S: EventStore> EventStore for Instrumented<S> {
     async fn check(&self) -> Result<CheckReport, StoreError> {
         self.inner.check().await
     }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<crate::store::Lease>, StoreError> {
+        self.inner.try_lease(name, holder).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        self.inner.save_checkpoint(name, expected, value).await
+    }
 }

@@ -230,6 +230,81 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Reads the whole log and checks order, revisions and body digests.
     async fn check(&self) -> Result<CheckReport, StoreError>;
+
+    /// Whether other processes may share this log (cluster stores). A shared
+    /// log needs shared secrets, and leases for its singletons.
+    fn is_shared(&self) -> bool;
+
+    /// Tries to take the lease `name` for `holder`: one holder across every node
+    /// on this log. None: another holder has it. Held until dropped or lost.
+    async fn try_lease(&self, name: &str, holder: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// The named checkpoint (a singleton's progress) with its version.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Writes the named checkpoint if it is still at `expected` (None: absent)
+    /// and returns the new version; [`StoreError::Conflict`] otherwise.
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// A lease on a singleton (a sink, the checkpointer, key rotation) across every
+/// node on one log. Dropping it gives it up; [`Lease::lost`] resolves when the
+/// backend can no longer vouch for it (its connection or renewal failed).
+pub struct Lease {
+    lost: tokio::sync::watch::Receiver<bool>,
+    _hold: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Lease {
+    /// A lease that lasts while `hold` lives and ends when `lost` turns true.
+    pub fn new(
+        lost: tokio::sync::watch::Receiver<bool>,
+        hold: impl std::any::Any + Send + Sync,
+    ) -> Lease {
+        Lease {
+            lost,
+            _hold: Box::new(hold),
+        }
+    }
+
+    /// The lease of a store only one process can open: never lost.
+    pub fn exclusive() -> Lease {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        Lease::new(rx, tx)
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves once the lease is lost.
+    pub async fn lost(&mut self) {
+        if self.lost.wait_for(|l| *l).await.is_err() {
+            // The backend dropped its side: it can no longer vouch for the lease.
+        }
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+/// The conflict a checkpoint compare-and-set reports.
+pub fn checkpoint_conflict(name: &str, expected: Option<u64>, actual: Option<u64>) -> StoreError {
+    StoreError::Conflict {
+        stream: format!("checkpoint {name}"),
+        expected: Expected::after(expected),
+        actual,
+    }
 }
 
 /// What `store check` found.
@@ -276,6 +351,23 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     async fn check(&self) -> Result<CheckReport, StoreError> {
         (**self).check().await
     }
+    fn is_shared(&self) -> bool {
+        (**self).is_shared()
+    }
+    async fn try_lease(&self, name: &str, holder: &str) -> Result<Option<Lease>, StoreError> {
+        (**self).try_lease(name, holder).await
+    }
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        (**self).load_checkpoint(name).await
+    }
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        (**self).save_checkpoint(name, expected, value).await
+    }
 }
 
 /// Reads a whole stream (paged).
@@ -292,4 +384,90 @@ pub async fn read_whole_stream(
         }
         out.extend(page);
     }
+}
+
+/// `store check` for backends that hand out records through [`EventStore`]
+/// reads only: the whole log in order, with dense seqs, increasing positions,
+/// each stream's revisions contiguous from 0, bodies that parse and name their
+/// stream, and sidecars that match their `sealed_digest`. Memory grows with
+/// the number of streams (one counter each), not with the log.
+pub async fn check_by_reading(store: &dyn EventStore) -> Result<CheckReport, StoreError> {
+    const PAGE: usize = 1024;
+    let mut report = CheckReport::default();
+    let problem = |report: &mut CheckReport, p: String| {
+        if report.problems.len() < 100 {
+            report.problems.push(p);
+        }
+    };
+    let mut next_revision: std::collections::HashMap<String, u64> =
+        std::collections::HashMap::new();
+    let mut from = ReadFrom::Start;
+    let mut last: Option<Position> = None;
+    loop {
+        let page = store.read_all(from, PAGE).await?;
+        for rec in &page {
+            let seq = rec.seq;
+            let want_seq = report.events;
+            if seq != want_seq {
+                problem(
+                    &mut report,
+                    format!("gap: seq {seq} where {want_seq} was expected"),
+                );
+            }
+            if last.is_some_and(|l| rec.position <= l) {
+                problem(
+                    &mut report,
+                    format!("seq {seq}: position {} does not increase", rec.position),
+                );
+            }
+            last = Some(rec.position);
+            report.events += 1;
+            let want = next_revision.entry(rec.stream.clone()).or_insert(0);
+            if rec.revision != *want {
+                problem(
+                    &mut report,
+                    format!(
+                        "stream {}: revision {} where {} was expected",
+                        rec.stream, rec.revision, want
+                    ),
+                );
+            }
+            *want = rec.revision + 1;
+            match rec.envelope() {
+                Err(e) => problem(&mut report, format!("seq {seq}: {e}")),
+                Ok(env) => {
+                    if env.stream != rec.stream {
+                        problem(
+                            &mut report,
+                            format!("seq {seq}: body names stream {}", env.stream),
+                        );
+                    }
+                    let digest = rec.sidecar.as_ref().map(|s| hex::encode(Sha256::digest(s)));
+                    if digest != env.sealed_digest {
+                        problem(
+                            &mut report,
+                            format!("seq {seq}: sidecar does not match sealed_digest"),
+                        );
+                    }
+                }
+            }
+            if rec.sidecar.is_some() {
+                report.with_sidecar += 1;
+            }
+        }
+        match page.last() {
+            Some(r) => from = ReadFrom::After(r.position),
+            None => break,
+        }
+    }
+    report.streams = next_revision.len() as u64;
+    Ok(report)
+}
+
+/// A stable 64-bit key for a name (PostgreSQL advisory locks, lease streams).
+pub fn name_key(name: &str) -> i64 {
+    let d = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
 }
