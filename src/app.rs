@@ -51,12 +51,24 @@ pub enum OpenMode {
 }
 
 /// Opens the store the configuration names, wrapped with metrics.
-pub fn open_store(
+pub async fn open_store(
     config: &Config,
     metrics: Option<&Metrics>,
     mode: OpenMode,
 ) -> Result<DynStore, StartError> {
+    let instrument = |store: DynStore| -> DynStore {
+        match metrics {
+            Some(m) => Arc::new(Instrumented::new(store, m.store.clone())),
+            None => store,
+        }
+    };
     match StoreUrl::parse(&config.store)? {
+        StoreUrl::Postgres(url) => {
+            let store =
+                crate::store::postgres::PostgresStore::open(&url, metrics.map(|m| m.store.clone()))
+                    .await?;
+            Ok(instrument(Arc::new(store)))
+        }
         StoreUrl::Embedded(path) => {
             let dir = path.unwrap_or_else(|| config.data_dir.clone());
             let m = metrics.map(|m| m.store.clone());
@@ -232,7 +244,7 @@ impl Application {
     ) -> Result<Application, StartError> {
         create_data_dir(&config.data_dir)?;
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
-        let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create)?);
+        let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create).await?);
         let kek = load_kek(&config)?;
         let tree = Arc::new(
             crate::audit::tree::TreeStore::open(&config.data_dir.join(AUDIT_TREE_FILE))

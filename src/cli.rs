@@ -296,7 +296,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     follow,
                     remote,
                 },
-        } => match app::open_store(&config, None, app::OpenMode::Existing) {
+        } => match app::open_store(&config, None, app::OpenMode::Existing).await {
             Ok(store) => {
                 eprintln!(
                     "authlog: reading the embedded store in {} directly",
@@ -328,7 +328,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             command: KeysCommand::Rotate { alg, remote },
         } => {
             let alg = alg.unwrap_or_else(|| config.keys.algorithm.clone());
-            match app::open_store(&config, None, app::OpenMode::Existing) {
+            match app::open_store(&config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
                     eprintln!(
                         "authlog: the server is stopped; publishing the key in the embedded store in {} directly",
@@ -367,7 +367,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Store {
             command: StoreCommand::Check { remote },
         } => {
-            let report = match app::open_store(&config, None, app::OpenMode::Existing) {
+            let report = match app::open_store(&config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
                     eprintln!(
                         "authlog: checking the embedded store in {} directly",
@@ -444,7 +444,7 @@ where
     let opened = if remote.url.is_some() {
         Err(StartError::DataDirInUse(config.data_dir.clone()))
     } else {
-        app::open_store(config, None, app::OpenMode::Create)
+        app::open_store(config, None, app::OpenMode::Create).await
     };
     match opened {
         Err(StartError::DataDirInUse(_)) => {
@@ -811,7 +811,7 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
                         .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?,
                 );
             }
-            let report = match app::open_store(config, None, app::OpenMode::Existing) {
+            let report = match app::open_store(config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
                     eprintln!(
                         "authlog: verifying the embedded store in {} directly",
@@ -1086,7 +1086,7 @@ async fn sink_replay(
         );
         return Ok(());
     }
-    match app::open_store(config, None, app::OpenMode::Existing) {
+    match app::open_store(config, None, app::OpenMode::Existing).await {
         Ok(store) => crate::sink::ndjson::replay(
             store,
             shaper,
@@ -1146,7 +1146,7 @@ async fn replay_records(
 ) -> Result<Vec<authlog_schemas::Recorded>, CliError> {
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
     let mut out = Vec::new();
-    match app::open_store(config, None, app::OpenMode::Existing) {
+    match app::open_store(config, None, app::OpenMode::Existing).await {
         Ok(store) => {
             let to = match to {
                 Some(t) => t,

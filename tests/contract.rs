@@ -365,13 +365,45 @@ pub async fn check_finds_a_clean_log_clean(store: DynStore) {
     assert!(report.with_sidecar >= 6);
 }
 
+/// Singletons' checkpoints move by compare-and-set only.
+pub async fn checkpoints_compare_and_set(store: DynStore) {
+    assert_eq!(store.load_checkpoint("sink-x").await.unwrap(), None);
+    let v1 = store
+        .save_checkpoint("sink-x", None, b"one".to_vec())
+        .await
+        .unwrap();
+    let err = store
+        .save_checkpoint("sink-x", None, b"again".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let v2 = store
+        .save_checkpoint("sink-x", Some(v1), b"two".to_vec())
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    let err = store
+        .save_checkpoint("sink-x", Some(v1), b"stale".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: Some(a), .. } if a == v2),
+        "{err}"
+    );
+    assert_eq!(
+        store.load_checkpoint("sink-x").await.unwrap(),
+        Some((v2, b"two".to_vec()))
+    );
+    assert_eq!(store.load_checkpoint("sink-y").await.unwrap(), None);
+}
+
 macro_rules! contract_suite {
     ($backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let made = $make();
+                    let made = $make().await;
                     super::$test(made.store.clone()).await;
                 }
             )*
@@ -379,9 +411,13 @@ macro_rules! contract_suite {
     };
 }
 
+async fn embedded_store() -> crate::support::TestStore {
+    crate::support::embedded_store()
+}
+
 contract_suite!(
     embedded,
-    crate::support::embedded_store,
+    super::embedded_store,
     [
         expected_revision_conflicts,
         idempotent_retries,
@@ -390,6 +426,22 @@ contract_suite!(
         concurrent_writers,
         conflict_inside_a_batch,
         check_finds_a_clean_log_clean,
+        checkpoints_compare_and_set,
+    ]
+);
+
+contract_suite!(
+    postgres,
+    crate::support::postgres::postgres_store,
+    [
+        expected_revision_conflicts,
+        idempotent_retries,
+        total_order,
+        subscription_catches_up_then_follows,
+        concurrent_writers,
+        conflict_inside_a_batch,
+        check_finds_a_clean_log_clean,
+        checkpoints_compare_and_set,
     ]
 );
 
@@ -478,4 +530,106 @@ async fn appends_of_one_commit_are_decided_one_by_one() {
     assert_eq!(store.read_stream("user-new", 0, 10).await.unwrap().len(), 1);
     assert_eq!(store.read_stream("user-x", 0, 10).await.unwrap().len(), 2);
     assert_eq!(store.check().await.unwrap().problems, Vec::<String>::new());
+}
+
+/// Two nodes on one PostgreSQL log: their appends interleave into one
+/// contiguous order, and each node's subscription sees every event of both, in
+/// that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_nodes_share_one_order() {
+    use authlog::store::postgres::PostgresStore;
+    let url = crate::support::postgres::fresh_database().await;
+    let a: DynStore = std::sync::Arc::new(PostgresStore::open(&url, None).await.unwrap());
+    let b: DynStore = std::sync::Arc::new(PostgresStore::open(&url, None).await.unwrap());
+    assert_eq!(a.log_id(), b.log_id());
+    let mut sub_a = a.subscribe_all(ReadFrom::Start);
+    let mut sub_b = b.subscribe_all(ReadFrom::Start);
+    let mut writers = Vec::new();
+    for (n, store) in [a.clone(), b.clone()].into_iter().enumerate() {
+        for w in 0..4 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let stream = format!("user-n{n}w{w}");
+                for _ in 0..25 {
+                    store
+                        .append(&stream, Expected::Any, vec![simple(&stream)])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let log = a.read_all(ReadFrom::Start, 1000).await.unwrap();
+    assert_eq!(log.len(), 200);
+    for sub in [&mut sub_a, &mut sub_b] {
+        for (i, want) in log.iter().enumerate() {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+                .await
+                .expect("a subscription stalled")
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.seq, i as u64);
+            assert_eq!(&got, want);
+        }
+    }
+    assert_eq!(b.check().await.unwrap().problems, Vec::<String>::new());
+}
+
+/// The bug that loses events in stores that number rows before commit: an
+/// append that commits late must never land behind a reader. Here a raw
+/// transaction calls `authlog_append` and stays open; another node's append
+/// waits for it (the head row is locked until commit), so no reader can see a
+/// later position before the earlier one exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_late_commit_is_never_skipped() {
+    use authlog::store::postgres::PostgresStore;
+    let url = crate::support::postgres::fresh_database().await;
+    let node: DynStore = std::sync::Arc::new(PostgresStore::open(&url, None).await.unwrap());
+    node.append("user-first", Expected::Any, vec![simple("user-first")])
+        .await
+        .unwrap();
+    let mut sub = node.subscribe_all(ReadFrom::Start);
+    assert_eq!(sub.next().await.unwrap().unwrap().stream, "user-first");
+
+    let (mut raw, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let slow = simple("user-slow");
+    let txn = raw.transaction().await.unwrap();
+    let row = txn
+        .query_one(
+            "SELECT status, first_pos FROM authlog_append(ARRAY['user-slow'], ARRAY[-1::bigint], ARRAY[1], $1, $2, ARRAY[NULL::bytea])",
+            &[&vec![slow.id()], &vec![slow.body()]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0);
+    assert_eq!(row.get::<_, i64>(1), 1);
+
+    let fast = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.append("user-fast", Expected::Any, vec![simple("user-fast")])
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!fast.is_finished(), "the second append waits for the first");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), sub.next())
+            .await
+            .is_err(),
+        "nothing is visible before the open transaction commits"
+    );
+    txn.commit().await.unwrap();
+    let fast = fast.await.unwrap().unwrap();
+    assert_eq!(fast.positions[0].commit, 2);
+    let next = sub.next().await.unwrap().unwrap();
+    assert_eq!((next.stream.as_str(), next.seq), ("user-slow", 1));
+    let next = sub.next().await.unwrap().unwrap();
+    assert_eq!((next.stream.as_str(), next.seq), ("user-fast", 2));
 }

@@ -6,8 +6,10 @@
 # interoperability test; Debian's Chromium and playwright-core (npm), for the
 # browser tests; the Kafka-protocol broker tansu (crates.io, built once into
 # ~/.cargo/bin, about 9 minutes on 2 cores), which the Kafka tests start and stop
-# themselves. Later parts (PostgreSQL) are installed here too, so this stays one
-# command.
+# themselves; PostgreSQL (Debian package), started here on a private port in a
+# directory under target/ and stopped when the suite ends; KurrentDB cannot be
+# installed on the test machines: its contract run happens only when
+# AUTHLOG_TEST_KURRENTDB_URL names a server, and the suite says so when not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,8 +54,39 @@ if [ -z "$tansu_bin" ] || ! "$tansu_bin" --version 2>/dev/null | grep -q "0.6.0"
 fi
 export AUTHLOG_TEST_TANSU="$tansu_bin"
 
+# A real PostgreSQL for the PostgreSQL store and the two-node tests: a cluster
+# of our own (trust auth on loopback only), fsync on, as in production.
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+    echo "tests/run.sh: installing PostgreSQL (Debian package) for the PostgreSQL store tests"
+    sudo_=""
+    [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq postgresql >/dev/null
+    pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+fi
+pg_port="${AUTHLOG_TEST_PG_PORT:-55432}"
+pg_dir="$PWD/target/test-postgres"
+pg_user=""
+# PostgreSQL refuses to run as root: as root, run it as the postgres user.
+if [ "$(id -u)" -eq 0 ]; then
+    pg_user="postgres"
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$pg_dir" postgres
+fi
+as_pg() { if [ -n "$pg_user" ]; then su "$pg_user" -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+if [ -f "$pg_dir/data/postmaster.pid" ]; then
+    as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' stop -m immediate" >/dev/null 2>&1 || true
+fi
+rm -rf "$pg_dir"
+mkdir -p "$pg_dir"
+[ -z "$pg_user" ] || chown "$pg_user" "$pg_dir"
+as_pg "'$pg_bin/initdb' -D '$pg_dir/data' -A trust -U authlog --no-instructions" >/dev/null
+as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' -l '$pg_dir/server.log' -w -o \"-p $pg_port -k '$pg_dir' -c listen_addresses=127.0.0.1 -c max_connections=400\" start" >/dev/null
+stop_pg() { as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' stop -m fast" >/dev/null 2>&1 || true; }
+export AUTHLOG_TEST_POSTGRES_URL="postgres://authlog@127.0.0.1:$pg_port/postgres"
+
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_pg' EXIT
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 mod instrumented;
+pub mod postgres;
 mod url;
 
 use std::sync::Arc;

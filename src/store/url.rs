@@ -5,10 +5,25 @@ use std::path::PathBuf;
 use super::StoreError;
 
 /// A parsed `store` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `embedded` (under the data directory) or `embedded://PATH`.
     Embedded(Option<PathBuf>),
+    /// `postgres://…` or `postgresql://…`: a libpq-style URL.
+    Postgres(String),
+}
+
+/// Never prints a password.
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Embedded(p) => f.debug_tuple("Embedded").field(p).finish(),
+            StoreUrl::Postgres(u) => f
+                .debug_tuple("Postgres")
+                .field(&crate::store::postgres::redact(u))
+                .finish(),
+        }
+    }
 }
 
 impl StoreUrl {
@@ -21,12 +36,15 @@ impl StoreUrl {
         }
         let scheme = url.split("://").next().unwrap_or(url);
         match scheme {
-            "postgres" | "postgresql" => Err(StoreError::FeatureNotEnabled("postgres".into())),
+            "postgres" | "postgresql" => {
+                crate::store::postgres::parse_url(url)?;
+                Ok(StoreUrl::Postgres(url.to_string()))
+            }
             "kurrentdb" | "esdb" | "esdb+discover" | "kurrentdb+discover" => {
                 Err(StoreError::FeatureNotEnabled("kurrentdb".into()))
             }
             _ => Err(StoreError::BadUrl(format!(
-                "{url:?}: expected `embedded` or `embedded://PATH`"
+                "{url:?}: expected `embedded`, `embedded://PATH`, `postgres://…` or `kurrentdb://…`"
             ))),
         }
     }

@@ -4,6 +4,7 @@ pub mod fixtures;
 pub mod kafka;
 pub mod ocsf;
 pub mod oidc;
+pub mod postgres;
 pub mod rfc9162;
 pub mod validating;
 
@@ -24,7 +25,7 @@ pub use validating::Validating;
 pub struct TestStore {
     pub store: DynStore,
     /// Removed when the test store is dropped.
-    _dir: TempDir,
+    pub(crate) _dir: TempDir,
 }
 
 pub fn embedded_store() -> TestStore {
