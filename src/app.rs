@@ -69,6 +69,14 @@ pub async fn open_store(
                     .await?;
             Ok(instrument(Arc::new(store)))
         }
+        StoreUrl::Kurrent(url) => {
+            let store = crate::store::kurrentdb::KurrentStore::open(
+                &url,
+                crate::store::kurrentdb::DEFAULT_LOG_NAME,
+            )
+            .await?;
+            Ok(instrument(Arc::new(store)))
+        }
         StoreUrl::Embedded(path) => {
             let dir = path.unwrap_or_else(|| config.data_dir.clone());
             let m = metrics.map(|m| m.store.clone());

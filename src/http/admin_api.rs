@@ -123,9 +123,10 @@ async fn create_user(
 }
 
 async fn get_user(id: String, state: State) -> Result<Response, warp::Rejection> {
-    let views = state.views.read().await;
-    let u = views.users.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(json_status(user_json(u, service::now()), StatusCode::OK))
+    let u = service::view_lookup(&state, |v| v.users.get(&id).cloned())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    Ok(json_status(user_json(&u, service::now()), StatusCode::OK))
 }
 
 async fn user_action(
@@ -709,9 +710,10 @@ async fn rotate_secret(
 }
 
 async fn get_client(id: String, state: State) -> Result<Response, warp::Rejection> {
-    let views = state.views.read().await;
-    let c = views.clients.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(json_status(client_json(c), StatusCode::OK))
+    let c = service::view_lookup(&state, |v| v.clients.get(&id).cloned())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    Ok(json_status(client_json(&c), StatusCode::OK))
 }
 
 #[derive(Deserialize, Default)]

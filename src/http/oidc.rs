@@ -378,7 +378,7 @@ async fn reject(
 }
 
 async fn lookup_client(state: &State, client_id: &str) -> Option<Client> {
-    state.views.read().await.clients.get(client_id).cloned()
+    service::view_lookup(state, |v| v.clients.get(client_id).cloned()).await
 }
 
 async fn authorize(
@@ -387,6 +387,10 @@ async fn authorize(
     cookie: Option<String>,
     params: Vec<(String, String)>,
 ) -> Response {
+    // A client registered on another node a moment ago: catch up first.
+    if let Some((_, id)) = params.iter().find(|(k, _)| k == "client_id") {
+        let _ = lookup_client(&state, id).await;
+    }
     let validated = {
         let views = state.views.read().await;
         request::validate(&params, |id| views.clients.get(id).cloned())
@@ -966,6 +970,16 @@ async fn authenticated_client(
             basic,
         ));
     };
+    // A secret rotated on another node a moment ago: catch up once before failing.
+    let mut client = client;
+    if state.store.is_shared()
+        && service::authenticate_client(state, &client, method, secret.as_deref()).is_err()
+    {
+        service::catch_up_views(state).await;
+        if let Some(c) = lookup_client(state, &client_id).await {
+            client = c;
+        }
+    }
     if let Err(reason) = service::authenticate_client(state, &client, method, secret.as_deref()) {
         let cid = client.client_id.clone();
         let m = method.to_string();

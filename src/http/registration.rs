@@ -199,7 +199,7 @@ async fn managed(
 ) -> Result<authlog_projections::Client, Response> {
     let token =
         bearer(auth).ok_or_else(|| unauthorized("the registration access token is missing"))?;
-    let client = state.views.read().await.clients.get(client_id).cloned();
+    let client = service::view_lookup(state, |v| v.clients.get(client_id).cloned()).await;
     let ok = client
         .as_ref()
         .and_then(|c| service::client_secrets(state, c))

@@ -152,6 +152,36 @@ pub async fn wait_views(state: &AppState, position: Position) {
     }
 }
 
+/// Looks `f` up in the views. On a log shared by several nodes a miss may only
+/// mean that this node has not yet applied what another node committed (a
+/// client registered on node B, used at once on node A): the views catch up
+/// to the log's head, bounded by `views.wait_ms`, and `f` looks again. One
+/// mechanism for every view, and each node's views stay one consistent prefix
+/// of the log rather than a mix of a view and a stream read.
+pub async fn view_lookup<T>(
+    state: &AppState,
+    f: impl Fn(&authlog_projections::Views) -> Option<T>,
+) -> Option<T> {
+    if let Some(found) = f(&*state.views.read().await) {
+        return Some(found);
+    }
+    if !state.store.is_shared() {
+        return None;
+    }
+    catch_up_views(state).await;
+    f(&*state.views.read().await)
+}
+
+/// Waits (bounded) until the views have applied everything committed so far,
+/// by any node.
+pub async fn catch_up_views(state: &AppState) {
+    match state.store.head().await {
+        Ok(Some(head)) => wait_views(state, head.position).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the log head"),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -449,13 +479,10 @@ pub async fn change_user(
 ) -> Result<Option<Appended>, ApiError> {
     let stream = format!("user-{user_id}");
     for _ in 0..4 {
-        let (user, expected) = {
-            let views = state.views.read().await;
-            let Some(u) = views.users.get(user_id) else {
-                return Err(ApiError::NotFound);
-            };
-            (u.clone(), Expected::after(u.revision))
+        let Some(user) = view_lookup(state, |v| v.users.get(user_id).cloned()).await else {
+            return Err(ApiError::NotFound);
         };
+        let expected = Expected::after(user.revision);
         let drafts = decide(&user)?;
         if drafts.is_empty() {
             return Ok(None);
@@ -517,13 +544,7 @@ pub async fn login(
     // delay too; a success takes it back.
     state.oidc.throttle.fail(&pair_key);
     state.oidc.throttle.fail(&ip_key);
-    let user = state
-        .views
-        .read()
-        .await
-        .users
-        .by_username(&prepared)
-        .cloned();
+    let user = view_lookup(state, |v| v.users.by_username(&prepared).cloned()).await;
     let phc = user.as_ref().and_then(|u| user_password(state, u));
     // Unknown users, disabled and locked accounts cost what a wrong password costs.
     let verified = match state.oidc.passwords.verify(password, phc).await {
@@ -1867,13 +1888,8 @@ pub async fn change_client(
 ) -> Result<(), ApiError> {
     let stream = format!("client-{client_id}");
     for _ in 0..4 {
-        let client = state
-            .views
-            .read()
+        let client = view_lookup(state, |v| v.clients.get(client_id).cloned())
             .await
-            .clients
-            .get(client_id)
-            .cloned()
             .ok_or(ApiError::NotFound)?;
         let drafts = decide(&client)?;
         match commit(state, &stream, Expected::Revision(client.revision), drafts).await {

@@ -201,11 +201,8 @@ async fn follow(
     metrics: &SinkMetrics,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
-    let cp = checkpoint.clone();
     let head = store.head().await?.map(|h| h.seq);
-    let from = tokio::task::spawn_blocking(move || cp.resume_from(head))
-        .await
-        .map_err(io)??;
+    let from = checkpoint.resume_from(head).await?;
     let mut events = store.subscribe_all(from);
     // Pending deliveries in log order: the front completing means everything
     // before it is delivered.
@@ -256,10 +253,7 @@ async fn follow(
                 }
             }
             if let Some(d) = done.filter(|d| Some(*d) != saved) {
-                let cp = checkpoint.clone();
-                tokio::task::spawn_blocking(move || cp.store(d))
-                    .await
-                    .map_err(io)??;
+                checkpoint.store(d).await?;
                 metrics.delivered(d.seq);
             }
             return Ok(());
@@ -268,10 +262,7 @@ async fn follow(
             && Some(d) != saved
             && (last_save.elapsed() >= CHECKPOINT_EVERY || pending.is_empty())
         {
-            let cp = checkpoint.clone();
-            tokio::task::spawn_blocking(move || cp.store(d))
-                .await
-                .map_err(io)??;
+            checkpoint.store(d).await?;
             saved = Some(d);
             last_save = Instant::now();
             metrics.delivered(d.seq);

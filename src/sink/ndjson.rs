@@ -162,7 +162,7 @@ pub async fn run(
     loop {
         let head = store.head().await.ok().flatten().map(|h| h.seq);
         let from = match &checkpoint {
-            Some(c) => c.resume_from(head),
+            Some(c) => c.resume_from(head).await,
             None => Ok(ReadFrom::Start),
         };
         let outcome = match from {
@@ -261,10 +261,7 @@ async fn follow(
         .await
         .map_err(io)??;
         if let Some(c) = checkpoint {
-            let c = c.clone();
-            tokio::task::spawn_blocking(move || c.store(last))
-                .await
-                .map_err(io)??;
+            c.store(last).await?;
         }
         if let Some(m) = metrics {
             m.delivered(last.seq);

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 mod instrumented;
+pub mod kurrentdb;
 pub mod postgres;
 mod url;
 

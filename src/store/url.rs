@@ -11,6 +11,8 @@ pub enum StoreUrl {
     Embedded(Option<PathBuf>),
     /// `postgres://…` or `postgresql://…`: a libpq-style URL.
     Postgres(String),
+    /// `kurrentdb://…`, `esdb://…` (and their `+discover` forms).
+    Kurrent(String),
 }
 
 /// Never prints a password.
@@ -21,6 +23,10 @@ impl std::fmt::Debug for StoreUrl {
             StoreUrl::Postgres(u) => f
                 .debug_tuple("Postgres")
                 .field(&crate::store::postgres::redact(u))
+                .finish(),
+            StoreUrl::Kurrent(u) => f
+                .debug_tuple("Kurrent")
+                .field(&crate::store::kurrentdb::redact(u))
                 .finish(),
         }
     }
@@ -41,7 +47,8 @@ impl StoreUrl {
                 Ok(StoreUrl::Postgres(url.to_string()))
             }
             "kurrentdb" | "esdb" | "esdb+discover" | "kurrentdb+discover" => {
-                Err(StoreError::FeatureNotEnabled("kurrentdb".into()))
+                crate::store::kurrentdb::parse_url(url)?;
+                Ok(StoreUrl::Kurrent(url.to_string()))
             }
             _ => Err(StoreError::BadUrl(format!(
                 "{url:?}: expected `embedded`, `embedded://PATH`, `postgres://…` or `kurrentdb://…`"
@@ -65,8 +72,16 @@ mod tests {
             Some(StoreUrl::Embedded(Some(PathBuf::from("./x"))))
         );
         assert!(matches!(
-            StoreUrl::parse("kurrentdb://localhost:2113"),
-            Err(StoreError::FeatureNotEnabled(_))
+            StoreUrl::parse("kurrentdb://localhost:2113?tls=false"),
+            Ok(StoreUrl::Kurrent(_))
+        ));
+        assert!(matches!(
+            StoreUrl::parse("esdb://localhost:2113?tls=false"),
+            Ok(StoreUrl::Kurrent(_))
+        ));
+        assert!(matches!(
+            StoreUrl::parse("postgres://authlog@localhost/authlog"),
+            Ok(StoreUrl::Postgres(_))
         ));
         assert!(matches!(
             StoreUrl::parse("ftp://x"),

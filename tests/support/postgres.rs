@@ -39,3 +39,21 @@ pub async fn postgres_store() -> TestStore {
         _dir: tempfile::tempdir().unwrap(),
     }
 }
+
+/// A KurrentDB store under a log name of its own (streams `t…-*`), on the
+/// server `AUTHLOG_TEST_KURRENTDB_URL` names. No KurrentDB server can be
+/// installed on the test machines: `tests/run.sh` skips these tests, and says
+/// so, when the variable is not set.
+pub async fn kurrentdb_store() -> TestStore {
+    let url = std::env::var("AUTHLOG_TEST_KURRENTDB_URL").unwrap_or_else(|_| {
+        panic!("AUTHLOG_TEST_KURRENTDB_URL is not set: these tests need a KurrentDB server (kurrentdb://host:2113?tls=false)")
+    });
+    let name = format!("t{}", uuid::Uuid::now_v7().simple());
+    let store = authlog::store::kurrentdb::KurrentStore::open(&url, &name)
+        .await
+        .unwrap();
+    TestStore {
+        store: Arc::new(Validating::new(store)),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
