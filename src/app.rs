@@ -214,6 +214,71 @@ pub fn load_kek(config: &Config) -> Result<Kek, StartError> {
     Ok(kek)
 }
 
+/// The KEK, checked against the data directory and, on a shared store, against
+/// the other nodes' (and refused if generated per node).
+pub async fn load_shared_kek(config: &Config, store: &DynStore) -> Result<Kek, StartError> {
+    if store.is_shared() {
+        refuse_per_node_secrets(config, false)?;
+    }
+    let kek = load_kek(config)?;
+    if store.is_shared() {
+        check_kek_in_store(store, &kek).await?;
+    }
+    Ok(kek)
+}
+
+/// On a log several nodes share, every secret that decides or seals something
+/// must be the same on every node: a KEK or admin token generated into one
+/// node's data directory would split the cluster (sidecars one node cannot
+/// open, tokens one node does not know).
+fn refuse_per_node_secrets(config: &Config, server: bool) -> Result<(), StartError> {
+    let mut missing = Vec::new();
+    if config.kek.is_none() {
+        missing.push("the key-encryption key (AUTHLOG_KEK)");
+    }
+    if server && config.admin.tokens.is_empty() {
+        missing.push("an admin token (AUTHLOG_ADMIN_TOKEN or [[admin.tokens]])");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StartError::Setup(format!(
+        "the store {} is shared by several nodes, so secrets must come from shared configuration, not be generated per node: set {}",
+        crate::store::redact_url(&config.store),
+        missing.join(" and ")
+    )))
+}
+
+/// The shared-store form of `kek.check`: the first node seals a known text
+/// into a store checkpoint; every node must open it, so a node started with
+/// another KEK is refused before it writes a sidecar no other node can open.
+async fn check_kek_in_store(store: &DynStore, kek: &Kek) -> Result<(), StartError> {
+    const NAME: &str = "kek-check";
+    let refused = || {
+        StartError::Setup(
+            "the key-encryption key differs from the one the other nodes of this log use (the store's kek-check does not open); give every node the same AUTHLOG_KEK".into(),
+        )
+    };
+    let check = |sealed: &[u8]| kek.open(sealed).ok().as_deref() == Some(KEK_CHECK_TEXT);
+    match store.load_checkpoint(NAME).await? {
+        Some((_, sealed)) => check(&sealed).then_some(()).ok_or_else(refused),
+        None => {
+            let sealed = kek
+                .seal(KEK_CHECK_TEXT)
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            match store.save_checkpoint(NAME, None, sealed).await {
+                Ok(_) => Ok(()),
+                // Another node wrote it first: it must open with this KEK too.
+                Err(StoreError::Conflict { .. }) => match store.load_checkpoint(NAME).await? {
+                    Some((_, sealed)) if check(&sealed) => Ok(()),
+                    _ => Err(refused()),
+                },
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
 const KEK_CHECK_FILE: &str = "kek.check";
 const KEK_CHECK_TEXT: &[u8] = b"authlog key-encryption key check v1";
 
@@ -253,7 +318,10 @@ impl Application {
         create_data_dir(&config.data_dir)?;
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
         let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create).await?);
-        let kek = load_kek(&config)?;
+        if store.is_shared() {
+            refuse_per_node_secrets(&config, true)?;
+        }
+        let kek = load_shared_kek(&config, &store).await?;
         let tree = Arc::new(
             crate::audit::tree::TreeStore::open(&config.data_dir.join(AUDIT_TREE_FILE))
                 .map_err(|e| StartError::Setup(e.to_string()))?,
@@ -420,66 +488,35 @@ impl Application {
             tree,
             stop_runner.subscribe(),
         ));
-        // The Kafka sink follows the log from its own checkpoint.
-        let kafka_sink = state.config.sink.kafka.clone().map(|cfg| {
-            let metrics = crate::sink::SinkMetrics::new(&state.metrics, "kafka");
-            let target = format!(
-                "kafka {} {} {:?} {:?}",
-                cfg.brokers, cfg.topic, cfg.format, cfg.personal
-            );
-            tokio::spawn(crate::sink::kafka::run(
+        // Singletons run on the node that holds their lease (on the embedded
+        // store: this process, always).
+        let holder = crate::singleton::holder_name();
+        let singleton = |name: &'static str| {
+            (
                 state.store.clone(),
-                Arc::new(crate::sink::shape::Shaper::new(
-                    cfg.format,
-                    cfg.personal,
-                    &state.kek,
-                )),
-                cfg,
-                crate::sink::checkpoint::CheckpointFile::new(
-                    &state.config.data_dir,
-                    "kafka",
-                    state.store.log_id(),
-                    target,
-                ),
-                metrics,
+                name,
+                holder.clone(),
+                state.metrics.clone(),
                 stop_runner.subscribe(),
-            ))
-        });
-        // The NDJSON sink follows the log from its own checkpoint.
-        let ndjson_sink = state.config.sink.ndjson.clone().map(|cfg| {
-            let metrics = crate::sink::SinkMetrics::new(&state.metrics, "ndjson");
-            let target = format!(
-                "ndjson {} {:?} {:?}",
-                cfg.path.display(),
-                cfg.format,
-                cfg.personal
-            );
-            tokio::spawn(crate::sink::ndjson::run(
-                state.store.clone(),
-                Arc::new(crate::sink::shape::Shaper::new(
-                    cfg.format,
-                    cfg.personal,
-                    &state.kek,
-                )),
-                crate::sink::ndjson::Target::from_path(&cfg.path),
-                Some(crate::sink::checkpoint::CheckpointFile::new(
-                    &state.config.data_dir,
-                    "ndjson",
-                    state.store.log_id(),
-                    target,
-                )),
-                Some(metrics),
-                stop_runner.subscribe(),
-            ))
-        });
+            )
+        };
+        let sinks = start_sinks(
+            &state.store,
+            &state.config,
+            &state.kek,
+            &state.metrics,
+            &holder,
+            &stop_runner,
+        );
         let checkpointer = (state.audit.key.is_some() && state.config.audit.checkpoint_every_s > 0)
             .then(|| {
-                tokio::spawn(crate::audit::checkpointer(
-                    state.store.clone(),
-                    state.audit.clone(),
-                    std::time::Duration::from_secs(state.config.audit.checkpoint_every_s),
-                    stop_runner.subscribe(),
-                ))
+                let store = state.store.clone();
+                let audit = state.audit.clone();
+                let every = std::time::Duration::from_secs(state.config.audit.checkpoint_every_s);
+                let (s, name, h, m, stop) = singleton("audit-checkpointer");
+                tokio::spawn(crate::singleton::run(s, name, h, m, stop, move |stop| {
+                    crate::audit::checkpointer(store.clone(), audit.clone(), every, stop)
+                }))
             });
         tracing::info!(addr = ?listener.local_addr().ok(), issuer = %state.config.issuer, "authlog serving");
         let shutdown = async move {
@@ -495,15 +532,30 @@ impl Application {
             let every = std::time::Duration::from_secs(
                 (state.config.keys.jwks_cache_s / 4).clamp(1, 30) as u64,
             );
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = crate::oidc::service::advance_key_rotation(&state).await {
-                        tracing::warn!(error = %e, "key rotation");
+            let (s, name, h, m, stop) = singleton("key-rotation");
+            tokio::spawn(crate::singleton::run(
+                s,
+                name,
+                h,
+                m,
+                stop,
+                move |mut stop| {
+                    let state = state.clone();
+                    async move {
+                        let mut tick = tokio::time::interval(every);
+                        loop {
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => return,
+                                _ = tick.tick() => {}
+                            }
+                            if let Err(e) = crate::oidc::service::advance_key_rotation(&state).await
+                            {
+                                tracing::warn!(error = %e, "key rotation");
+                            }
+                        }
                     }
-                }
-            })
+                },
+            ))
         };
         warp::serve(http::routes(state.clone()))
             .incoming(listener)
@@ -520,10 +572,7 @@ impl Application {
         if let Some(c) = checkpointer {
             let _ = c.await;
         }
-        if let Some(s) = ndjson_sink {
-            let _ = s.await;
-        }
-        if let Some(s) = kafka_sink {
+        for s in sinks {
             let _ = s.await;
         }
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
@@ -532,6 +581,107 @@ impl Application {
         }
         tracing::info!("authlog stopped");
     }
+}
+
+/// Starts the configured sinks, each a singleton under its lease (`serve`, and
+/// `authlog sink run` for operators who run the sinks as a process of their own).
+pub fn start_sinks(
+    store: &DynStore,
+    config: &Config,
+    kek: &Kek,
+    metrics: &Metrics,
+    holder: &str,
+    stop_runner: &tokio::sync::watch::Sender<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let singleton = |name: &'static str| {
+        (
+            store.clone(),
+            name,
+            holder.to_string(),
+            metrics.clone(),
+            stop_runner.subscribe(),
+        )
+    };
+    let mut tasks = Vec::new();
+    // The Kafka sink follows the log from its own checkpoint.
+    if let Some(cfg) = config.sink.kafka.clone() {
+        let metrics = crate::sink::SinkMetrics::new(&metrics, "kafka");
+        let target = format!(
+            "kafka {} {} {:?} {:?}",
+            cfg.brokers, cfg.topic, cfg.format, cfg.personal
+        );
+        let shaper = Arc::new(crate::sink::shape::Shaper::new(
+            cfg.format,
+            cfg.personal,
+            kek,
+        ));
+        let checkpoint = crate::sink::checkpoint::CheckpointFile::for_sink(
+            store,
+            &config.data_dir,
+            "kafka",
+            target,
+        );
+        let store = store.clone();
+        let (s, name, h, m, stop) = singleton("sink-kafka");
+        tasks.push(tokio::spawn(crate::singleton::run(
+            s,
+            name,
+            h,
+            m,
+            stop,
+            move |stop| {
+                crate::sink::kafka::run(
+                    store.clone(),
+                    shaper.clone(),
+                    cfg.clone(),
+                    checkpoint.clone(),
+                    metrics.clone(),
+                    stop,
+                )
+            },
+        )));
+    }
+    // The NDJSON sink follows the log from its own checkpoint.
+    if let Some(cfg) = config.sink.ndjson.clone() {
+        let metrics = crate::sink::SinkMetrics::new(&metrics, "ndjson");
+        let target = format!(
+            "ndjson {} {:?} {:?}",
+            cfg.path.display(),
+            cfg.format,
+            cfg.personal
+        );
+        let shaper = Arc::new(crate::sink::shape::Shaper::new(
+            cfg.format,
+            cfg.personal,
+            kek,
+        ));
+        let checkpoint = crate::sink::checkpoint::CheckpointFile::for_sink(
+            store,
+            &config.data_dir,
+            "ndjson",
+            target,
+        );
+        let store = store.clone();
+        let (s, name, h, m, stop) = singleton("sink-ndjson");
+        tasks.push(tokio::spawn(crate::singleton::run(
+            s,
+            name,
+            h,
+            m,
+            stop,
+            move |stop| {
+                crate::sink::ndjson::run(
+                    store.clone(),
+                    shaper.clone(),
+                    crate::sink::ndjson::Target::from_path(&cfg.path),
+                    Some(checkpoint.clone()),
+                    Some(metrics.clone()),
+                    stop,
+                )
+            },
+        )));
+    }
+    tasks
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

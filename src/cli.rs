@@ -63,6 +63,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SinkCommand {
+    /// Run the configured sinks (Kafka, NDJSON) in this process, without the
+    /// HTTP server: for operators who keep the sink in one replica of its own.
+    /// On a shared store each sink still takes its lease, so it never runs
+    /// twice; on the embedded store the server must be stopped.
+    Run {
+        /// Serve Prometheus metrics (sink lag, errors, lease) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
     /// Re-send history (for a SIEM that lost data, or a new consumer), in the
     /// configured sink's format, without moving its checkpoint.
     Replay {
@@ -298,10 +307,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 },
         } => match app::open_store(&config, None, app::OpenMode::Existing).await {
             Ok(store) => {
-                eprintln!(
-                    "authlog: reading the embedded store in {} directly",
-                    config.data_dir.display()
-                );
+                eprintln!("authlog: reading {} directly", describe_store(&config));
                 tail_local(store, from, follow).await
             }
             Err(StartError::DataDirInUse(_)) => {
@@ -315,6 +321,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         },
         Command::Client { command } => client_command(&config, command).await,
         Command::Audit { command } => audit_command(&config, command).await,
+        Command::Sink {
+            command: SinkCommand::Run { metrics_listen },
+        } => sink_run(&config, metrics_listen).await,
         Command::Sink {
             command:
                 SinkCommand::Replay {
@@ -331,8 +340,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             match app::open_store(&config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
                     eprintln!(
-                        "authlog: the server is stopped; publishing the key in the embedded store in {} directly",
-                        config.data_dir.display()
+                        "authlog: publishing the key in {} directly",
+                        describe_store(&config)
                     );
                     let kid = rotate_local(&config, store, &alg).await?;
                     println!("{kid}");
@@ -369,10 +378,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let report = match app::open_store(&config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
-                    eprintln!(
-                        "authlog: checking the embedded store in {} directly",
-                        config.data_dir.display()
-                    );
+                    eprintln!("authlog: checking {} directly", describe_store(&config));
                     store
                         .check()
                         .await
@@ -813,10 +819,7 @@ async fn audit_command(config: &Config, command: AuditCommand) -> Result<(), Cli
             }
             let report = match app::open_store(config, None, app::OpenMode::Existing).await {
                 Ok(store) => {
-                    eprintln!(
-                        "authlog: verifying the embedded store in {} directly",
-                        config.data_dir.display()
-                    );
+                    eprintln!("authlog: verifying {} directly", describe_store(config));
                     let (_, mut trusted) =
                         crate::audit::checkpoint::load(&config.audit).map_err(|e| other(&e))?;
                     for k in &keys {
@@ -1045,6 +1048,70 @@ async fn record_local_access(store: &DynStore, count: u64) {
 
 /// `authlog sink replay`: the events in `from..=to` through the NDJSON sink's
 /// shaping, read from the store (server stopped) or through the admin API.
+/// The store the configuration names, for messages (no password).
+fn describe_store(config: &Config) -> String {
+    match crate::store::StoreUrl::parse(&config.store) {
+        Ok(crate::store::StoreUrl::Embedded(p)) => format!(
+            "the embedded store in {}",
+            p.unwrap_or_else(|| config.data_dir.clone()).display()
+        ),
+        _ => format!("the store {}", crate::store::redact_url(&config.store)),
+    }
+}
+
+async fn sink_run(
+    config: &Config,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
+    if config.sink.kafka.is_none() && config.sink.ndjson.is_none() {
+        return Err(CliError::Other(
+            "no sink configured: configure sink.kafka or sink.ndjson".into(),
+        ));
+    }
+    let metrics = crate::metrics::Metrics::new().map_err(|e| CliError::Other(e.to_string()))?;
+    let store = app::open_store(config, Some(&metrics), app::OpenMode::Create).await?;
+    let kek = app::load_shared_kek(config, &store).await?;
+    let (stop_tx, _) = tokio::sync::watch::channel(false);
+    let holder = crate::singleton::holder_name();
+    let server = match metrics_listen {
+        Some(addr) => {
+            use warp::Filter;
+            let m = metrics.clone();
+            let route = warp::path!("metrics").and(warp::get()).map(move || {
+                warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4")
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CliError::Other(format!("binding {addr}: {e}")))?;
+            let mut stopped = stop_tx.subscribe();
+            Some(tokio::spawn(
+                warp::serve(route)
+                    .incoming(listener)
+                    .graceful(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .run(),
+            ))
+        }
+        None => None,
+    };
+    let tasks = app::start_sinks(&store, config, &kek, &metrics, &holder, &stop_tx);
+    eprintln!(
+        "authlog: running {} sink(s) on {} as {holder}",
+        tasks.len(),
+        crate::store::redact_url(&config.store)
+    );
+    app::shutdown_signal().await;
+    stop_tx.send_replace(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
 async fn sink_replay(
     config: &Config,
     from: Position,

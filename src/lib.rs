@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod oidc;
 pub mod seal;
+pub mod singleton;
 pub mod sink;
 pub mod store;
 pub mod views;

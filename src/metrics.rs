@@ -22,6 +22,9 @@ pub struct Metrics {
     pub sink_seq: prometheus::IntGaugeVec,
     pub sink_lag: prometheus::IntGaugeVec,
     pub sink_errors: IntCounterVec,
+    /// Per singleton (sinks, checkpointer, key rotation): 1 on the node that
+    /// holds its lease.
+    pub lease_held: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -72,6 +75,14 @@ impl Metrics {
             ),
             &["sink"],
         )?;
+        let lease_held = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "authlog_lease_held",
+                "1 while this node holds the lease of a singleton (sink, checkpointer, key rotation)",
+            ),
+            &["lease"],
+        )?;
+        registry.register(Box::new(lease_held.clone()))?;
         let sink_errors = IntCounterVec::new(
             Opts::new(
                 "authlog_sink_errors_total",
@@ -94,6 +105,7 @@ impl Metrics {
             sink_seq,
             sink_lag,
             sink_errors,
+            lease_held,
         })
     }
 

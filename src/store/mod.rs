@@ -466,6 +466,17 @@ pub async fn check_by_reading(store: &dyn EventStore) -> Result<CheckReport, Sto
     Ok(report)
 }
 
+/// A store URL fit for messages and logs: any password is masked.
+pub fn redact_url(url: &str) -> String {
+    match url.split("://").next() {
+        Some("postgres" | "postgresql") => postgres::redact(url),
+        Some("kurrentdb" | "esdb" | "esdb+discover" | "kurrentdb+discover") => {
+            kurrentdb::redact(url)
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// A stable 64-bit key for a name (PostgreSQL advisory locks, lease streams).
 pub fn name_key(name: &str) -> i64 {
     let d = Sha256::digest(name.as_bytes());
