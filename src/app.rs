@@ -56,13 +56,23 @@ pub async fn open_store(
     metrics: Option<&Metrics>,
     mode: OpenMode,
 ) -> Result<DynStore, StartError> {
+    open_store_at(&config.store, &config.data_dir, metrics, mode).await
+}
+
+/// Opens the store `url` names (`embedded` alone means `data_dir`).
+pub async fn open_store_at(
+    url: &str,
+    data_dir: &Path,
+    metrics: Option<&Metrics>,
+    mode: OpenMode,
+) -> Result<DynStore, StartError> {
     let instrument = |store: DynStore| -> DynStore {
         match metrics {
             Some(m) => Arc::new(Instrumented::new(store, m.store.clone())),
             None => store,
         }
     };
-    match StoreUrl::parse(&config.store)? {
+    match StoreUrl::parse(url)? {
         StoreUrl::Postgres(url) => {
             let store =
                 crate::store::postgres::PostgresStore::open(&url, metrics.map(|m| m.store.clone()))
@@ -78,7 +88,7 @@ pub async fn open_store(
             Ok(instrument(Arc::new(store)))
         }
         StoreUrl::Embedded(path) => {
-            let dir = path.unwrap_or_else(|| config.data_dir.clone());
+            let dir = path.unwrap_or_else(|| data_dir.to_path_buf());
             let m = metrics.map(|m| m.store.clone());
             let opened = match mode {
                 OpenMode::Create => EmbeddedStore::open(&dir, m),

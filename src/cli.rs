@@ -265,6 +265,18 @@ pub enum StoreCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Copy a log into another store (`embedded://DIR`, `postgres://…`,
+    /// `kurrentdb://…`), keeping ids, bodies, revisions and seq order, so the
+    /// audit proofs hold on the copy. Stop the servers first; run it again to
+    /// resume a copy that stopped.
+    Copy {
+        /// The store to copy from.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The store to copy into: empty, or a copy this command started.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +385,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => store_copy(&config, &from, &to).await,
         Command::Store {
             command: StoreCommand::Check { remote },
         } => {
@@ -1048,6 +1063,79 @@ async fn record_local_access(store: &DynStore, count: u64) {
 
 /// `authlog sink replay`: the events in `from..=to` through the NDJSON sink's
 /// shaping, read from the store (server stopped) or through the admin API.
+async fn store_copy(config: &Config, from: &str, to: &str) -> Result<(), CliError> {
+    use std::io::{IsTerminal, Write};
+    let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let source = app::open_store_at(from, &config.data_dir, None, app::OpenMode::Existing)
+        .await
+        .map_err(|e| match e {
+            StartError::DataDirInUse(d) => CliError::Other(format!(
+                "the embedded store in {} is in use by a running server: stop it before copying",
+                d.display()
+            )),
+            e => e.into(),
+        })?;
+    let dest = app::open_store_at(to, &config.data_dir, None, app::OpenMode::Create).await?;
+    if source.log_id() == dest.log_id() {
+        return Err(CliError::Other("--from and --to are the same log".into()));
+    }
+    eprintln!(
+        "authlog: copying {} into {}",
+        crate::store::redact_url(from),
+        crate::store::redact_url(to)
+    );
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut last_line = std::time::Instant::now();
+    let report = crate::store::copy::copy_log(source.as_ref(), dest.as_ref(), |done, total| {
+        if !tty && last_line.elapsed() < std::time::Duration::from_secs(5) && done < total {
+            return;
+        }
+        last_line = std::time::Instant::now();
+        let width = 30usize;
+        let filled = (done * width as u64)
+            .checked_div(total)
+            .unwrap_or(width as u64) as usize;
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "{}[{}{}] {done}/{total} events ({:.0}/s){}",
+            if tty { "\r" } else { "" },
+            "#".repeat(filled),
+            " ".repeat(width - filled.min(width)),
+            rate,
+            if tty { "" } else { "\n" }
+        );
+        let _ = err.flush();
+    })
+    .await
+    .map_err(|e| other(&e))?;
+    if tty {
+        eprintln!();
+    }
+    let check = dest.check().await.map_err(|e| other(&e))?;
+    if !check.problems.is_empty() {
+        return Err(CliError::Other(format!(
+            "the copy does not check clean: {}",
+            check.problems.join("; ")
+        )));
+    }
+    println!(
+        "copied {} events ({} were already there); the copy holds {} events in {} streams and checks clean",
+        report.copied, report.resumed_at, check.events, check.streams
+    );
+    if let Some(h) = source.head().await.map_err(|e| other(&e))?
+        && h.seq + 1 > report.total
+    {
+        eprintln!(
+            "authlog: {} events were appended to the source during the copy; run the copy again to bring them over",
+            h.seq + 1 - report.total
+        );
+    }
+    Ok(())
+}
+
 /// The store the configuration names, for messages (no password).
 fn describe_store(config: &Config) -> String {
     match crate::store::StoreUrl::parse(&config.store) {

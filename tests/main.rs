@@ -8,6 +8,7 @@ mod audit;
 mod browser;
 mod cli;
 mod clients;
+mod cluster;
 mod contract;
 mod crash;
 mod interop;

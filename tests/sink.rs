@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::oidc::{PASSWORD, setup};
 use crate::support::{TestApp, spawn_app_with};
 
-fn lines_of(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn lines_of(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -21,7 +21,11 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 }
 
 /// Waits until the sink file holds an event with every id in `ids`.
-async fn wait_for_ids(path: &std::path::Path, ids: &[String], id_of: fn(&Value) -> String) {
+pub(crate) async fn wait_for_ids(
+    path: &std::path::Path,
+    ids: &[String],
+    id_of: fn(&Value) -> String,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let seen: HashSet<String> = lines_of(path).iter().map(id_of).collect();
@@ -39,7 +43,7 @@ async fn wait_for_ids(path: &std::path::Path, ids: &[String], id_of: fn(&Value) 
     }
 }
 
-fn native_id(v: &Value) -> String {
+pub(crate) fn native_id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
@@ -63,7 +67,11 @@ async fn create_users(app: &TestApp, n: usize, tag: &str) {
 
 /// Removes repeats (by id) keeping the first, and checks the rest is in log
 /// order with no gaps against `log`.
-fn assert_delivered_in_order(lines: &[Value], log: &[Value], id_of: fn(&Value) -> String) {
+pub(crate) fn assert_delivered_in_order(
+    lines: &[Value],
+    log: &[Value],
+    id_of: fn(&Value) -> String,
+) {
     let mut seen = HashSet::new();
     let delivered: Vec<String> = lines
         .iter()

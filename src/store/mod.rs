@@ -4,6 +4,7 @@
 //! Backends are chosen at run time by URL ([`StoreUrl`]) and compiled in by Cargo
 //! features; one that is not compiled in is [`StoreError::FeatureNotEnabled`].
 
+pub mod copy;
 pub mod embedded;
 mod instrumented;
 pub mod kurrentdb;
@@ -97,6 +98,24 @@ impl NewEvent {
 }
 
 impl NewEvent {
+    /// The event `rec` exactly as stored, to copy a log into another store:
+    /// the body bytes verbatim (never re-serialised, so the audit tree's leaves
+    /// stay the same) and the sidecar as sealed.
+    pub fn from_recorded(rec: &Recorded) -> Result<NewEvent, StoreError> {
+        let env = rec
+            .envelope()
+            .map_err(|e| StoreError::InvalidEvent(format!("seq {}: {e}", rec.seq)))?;
+        let id = uuid::Uuid::parse_str(&env.id)
+            .map_err(|e| StoreError::InvalidEvent(format!("seq {}: event id: {e}", rec.seq)))?;
+        Ok(NewEvent {
+            id,
+            stream: rec.stream.clone(),
+            event_type: env.event_type.as_str().to_string(),
+            body: rec.body.clone(),
+            sidecar: rec.sidecar.clone(),
+        })
+    }
+
     pub fn id(&self) -> uuid::Uuid {
         self.id
     }

@@ -1,0 +1,457 @@
+//! Several authlog processes on one PostgreSQL log: one-time things stay
+//! one-time across nodes, each node reads what the others wrote, views
+//! converge, a killed node catches up, and exactly one node runs the sink, with
+//! a takeover that loses and reorders nothing.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::oidc::{PASSWORD, Rp, browser, pkce, query, setup};
+
+const ADMIN: &str = "cluster-admin-token-0123456789";
+const KEK: &str = "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGho=";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One authlog process.
+struct Node {
+    child: tokio::process::Child,
+    base: String,
+    port: u16,
+    data: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    async fn start(store: &str, issuer: &str, extra: &[(&str, &str)]) -> Node {
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("AUTHLOG_STORE".into(), store.into()),
+            ("AUTHLOG_KEK".into(), KEK.into()),
+            ("AUTHLOG_ADMIN_TOKEN".into(), ADMIN.into()),
+            ("AUTHLOG_ISSUER".into(), issuer.into()),
+            ("AUTHLOG_LOG_LEVEL".into(), "info".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut node = Node {
+            child: spawn(data.path(), port, &env),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            data,
+            env,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "node on port {} exited ({status}): {}",
+                    self.port,
+                    std::fs::read_to_string(self.data.path().join("stderr.log"))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "node {} never ready", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    async fn restart(&mut self) {
+        self.child = spawn(self.data.path(), self.port, &self.env);
+        self.wait_ready().await;
+    }
+
+    fn rp(&self, rp: &Rp) -> Rp {
+        Rp {
+            base: self.base.clone(),
+            admin_token: rp.admin_token.clone(),
+            client_id: rp.client_id.clone(),
+            client_secret: rp.client_secret.clone(),
+            username: rp.username.clone(),
+            user_id: rp.user_id.clone(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn spawn(data: &std::path::Path, port: u16, env: &[(String, String)]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .arg("serve")
+        .env("AUTHLOG_DATA_DIR", data)
+        .env("AUTHLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.join("stderr.log"))
+                .unwrap(),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Two nodes on a fresh database, with one issuer (as behind a load balancer).
+async fn two_nodes(extra: &[(&str, &str)]) -> (String, Node, Node) {
+    let url = crate::support::postgres::fresh_database().await;
+    let issuer_port = free_port();
+    let issuer = format!("http://127.0.0.1:{issuer_port}/oidc");
+    let a = Node::start(&url, &issuer, extra).await;
+    let b = Node::start(&url, &issuer, extra).await;
+    (url, a, b)
+}
+
+async fn code_on(node: &Node, rp: &Rp, jar: &reqwest::Client) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let rp = node.rp(rp);
+    let back = rp
+        .sign_in(
+            jar,
+            &rp.auth_url(&challenge, "openid profile offline_access", &[]),
+            PASSWORD,
+        )
+        .await;
+    (query(&back)["code"].clone(), verifier)
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_things_stay_one_time_across_nodes() {
+    let (_url, a, b) = two_nodes(&[]).await;
+    // A client and a user registered on B sign in on A at once.
+    let rp = setup(&b.base, ADMIN, json!({})).await;
+    let jar = browser();
+    let (code, verifier) = code_on(&a, &rp, &jar).await;
+
+    // The code issued on A is redeemed on B, immediately.
+    let r = b.rp(&rp).redeem(&code, &verifier).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let tokens: Value = r.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let userinfo = |node: &Node| {
+        let (base, access) = (node.base.clone(), access.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{base}/oidc/userinfo"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(userinfo(&a).await, StatusCode::OK);
+
+    // A second redemption, on A, fails and revokes what the first one got.
+    let r = a.rp(&rp).redeem(&code, &verifier).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(userinfo(&a).await, StatusCode::UNAUTHORIZED);
+    eventually("B sees the revocation", || async {
+        userinfo(&b).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    // A refresh token rotated on A and replayed on B is caught.
+    let (code, verifier) = code_on(&a, &rp, &jar).await;
+    let r = a.rp(&rp).redeem(&code, &verifier).await;
+    let first: Value = r.json().await.unwrap();
+    let r1 = first["refresh_token"].as_str().unwrap().to_string();
+    let r = a
+        .rp(&rp)
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let rotated: Value = r.json().await.unwrap();
+    let r2 = rotated["refresh_token"].as_str().unwrap().to_string();
+    let r = b
+        .rp(&rp)
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    // Reuse revoked the grant: the rotated token is dead on every node.
+    for node in [&a, &b] {
+        let r = node
+            .rp(&rp)
+            .token(&[("grant_type", "refresh_token"), ("refresh_token", &r2)])
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    // Both detections are in the log, once each.
+    let log = b.get("/admin/events").await.text().await.unwrap();
+    let count = |t: &str| {
+        log.lines()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["type"] == t)
+            .count()
+    };
+    assert_eq!(count("authorization_code.replay_detected"), 1);
+    assert_eq!(count("refresh_token.reuse_detected"), 1);
+
+    // Who signed in on A is in B's audit trail.
+    let r = b
+        .get(&format!("/admin/audit/users/{}/history", rp.user_id))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let history: Value = r.json().await.unwrap();
+    let items = history["entries"].as_array().unwrap();
+    assert!(
+        items.iter().any(|e| e["type"] == "login.succeeded"),
+        "{history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_converge_and_a_killed_node_catches_up() {
+    let (url, a, mut b) = two_nodes(&[]).await;
+    let http = reqwest::Client::new();
+    let create = |node: &Node, name: String| {
+        let (http, base) = (http.clone(), node.base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/admin/users"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"username": name, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(create(&a, format!("ua{i}")).await);
+        ids.push(create(&b, format!("ub{i}")).await);
+    }
+    // One username, claimed on both nodes at once: exactly one wins.
+    let (x, y) = tokio::join!(
+        http.post(format!("{}/admin/users", a.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"username": "same", "password": PASSWORD}))
+            .send(),
+        http.post(format!("{}/admin/users", b.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"username": "same", "password": PASSWORD}))
+            .send(),
+    );
+    let mut statuses = [x.unwrap().status(), y.unwrap().status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+
+    let store = authlog::store::postgres::PostgresStore::open(&url, None)
+        .await
+        .unwrap();
+    use authlog::store::EventStore;
+    let converged = |a: &Node, b: &Node| {
+        let (a, b) = (a.base.clone(), b.base.clone());
+        let store = store.clone();
+        async move {
+            let head = store.head().await.unwrap().unwrap().seq as f64;
+            let seq = |base: String| async move {
+                let n = Node::metric_at(&base, "authlog_projection_seq").await;
+                n.unwrap_or(-1.0)
+            };
+            seq(a).await == head && seq(b).await == head
+        }
+    };
+    eventually("both nodes' views reach the head", || converged(&a, &b)).await;
+    for id in &ids {
+        let (x, y) = (
+            a.get(&format!("/admin/users/{id}")).await,
+            b.get(&format!("/admin/users/{id}")).await,
+        );
+        assert_eq!(x.status(), StatusCode::OK);
+        assert_eq!(
+            x.json::<Value>().await.unwrap(),
+            y.json::<Value>().await.unwrap()
+        );
+    }
+
+    // B is killed; A goes on; B comes back and catches up.
+    b.kill().await;
+    let mut later = Vec::new();
+    for i in 0..5 {
+        later.push(create(&a, format!("late{i}")).await);
+    }
+    b.restart().await;
+    for id in &later {
+        let r = b.get(&format!("/admin/users/{id}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "B does not know {id}");
+    }
+    eventually("views converge after the restart", || converged(&a, &b)).await;
+}
+
+impl Node {
+    async fn metric_at(base: &str, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_node_runs_the_sink_and_the_other_takes_over() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("events.ndjson");
+    let path = file.display().to_string();
+    let (_url, mut a, mut b) = two_nodes(&[("AUTHLOG_SINK_NDJSON_PATH", path.as_str())]).await;
+    let held = |node: &Node| {
+        let base = node.base.clone();
+        async move {
+            Node::metric_at(&base, "authlog_lease_held{lease=\"sink-ndjson\"}")
+                .await
+                .unwrap_or(0.0)
+        }
+    };
+    eventually("one node holds the sink lease", || async {
+        held(&a).await + held(&b).await == 1.0
+    })
+    .await;
+    // Still exactly one a few lease retries later.
+    tokio::time::sleep(authlog::singleton::RETRY * 2).await;
+    assert_eq!(held(&a).await + held(&b).await, 1.0);
+    let (holder, other) = if held(&a).await == 1.0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let http = reqwest::Client::new();
+    // Users are created through the other node while the holder is killed.
+    let writer = {
+        let (http, base) = (http.clone(), other.base.clone());
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let r = http
+                    .post(format!("{base}/admin/users"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({"username": format!("s{i}"), "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.kill().await;
+    writer.await.unwrap();
+    eventually("the other node takes the sink over", || async {
+        held(other).await == 1.0
+    })
+    .await;
+    let log: Vec<Value> = other
+        .get("/admin/events")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<String> = log.iter().map(crate::sink::native_id).collect();
+    crate::sink::wait_for_ids(&file, &ids, crate::sink::native_id).await;
+    let lines = crate::sink::lines_of(&file);
+    crate::sink::assert_delivered_in_order(&lines, &log, crate::sink::native_id);
+    // At least once: a takeover may repeat what the dead node wrote after its
+    // last checkpoint, but only as a repeat of a run of the log in order.
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    for w in seqs.windows(2) {
+        assert!(
+            w[1] == w[0] + 1 || w[1] <= w[0],
+            "a gap in the sink: {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+    holder.restart().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_refuses_per_node_secrets() {
+    let url = crate::support::postgres::fresh_database().await;
+    let data = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+            .arg("serve")
+            .env("AUTHLOG_DATA_DIR", data.path())
+            .env("AUTHLOG_LISTEN", "127.0.0.1:0")
+            .env("AUTHLOG_STORE", &url)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let o = run(&[("AUTHLOG_ADMIN_TOKEN", ADMIN)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("AUTHLOG_KEK"), "{err}");
+    let o = run(&[("AUTHLOG_KEK", KEK)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("admin token"), "{err}");
+    // A node with another KEK than the log's first node is refused.
+    let issuer = format!("http://127.0.0.1:{}/oidc", free_port());
+    let mut first = Node::start(&url, &issuer, &[]).await;
+    let other = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let o = run(&[("AUTHLOG_ADMIN_TOKEN", ADMIN), ("AUTHLOG_KEK", other)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("key-encryption key differs"), "{err}");
+    assert!(!err.contains(other) && !err.contains(KEK), "{err}");
+    first.kill().await;
+}
