@@ -615,7 +615,7 @@ pub fn start_sinks(
     let mut tasks = Vec::new();
     // The Kafka sink follows the log from its own checkpoint.
     if let Some(cfg) = config.sink.kafka.clone() {
-        let metrics = crate::sink::SinkMetrics::new(&metrics, "kafka");
+        let metrics = crate::sink::SinkMetrics::new(metrics, "kafka");
         let target = format!(
             "kafka {} {} {:?} {:?}",
             cfg.brokers, cfg.topic, cfg.format, cfg.personal
@@ -653,7 +653,7 @@ pub fn start_sinks(
     }
     // The NDJSON sink follows the log from its own checkpoint.
     if let Some(cfg) = config.sink.ndjson.clone() {
-        let metrics = crate::sink::SinkMetrics::new(&metrics, "ndjson");
+        let metrics = crate::sink::SinkMetrics::new(metrics, "ndjson");
         let target = format!(
             "ndjson {} {:?} {:?}",
             cfg.path.display(),
