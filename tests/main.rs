@@ -11,6 +11,7 @@ mod clients;
 mod cluster;
 mod contract;
 mod crash;
+mod deploy;
 mod interop;
 mod kafka;
 mod oidc;

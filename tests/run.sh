@@ -20,7 +20,7 @@ fi
 
 # An independent OIDC relying-party library, reused between runs.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import authlib, requests" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import authlib, requests, yaml" 2>/dev/null; then
     echo "tests/run.sh: installing authlib for the interoperability test"
     mkdir -p target
     python3 -m venv "$venv"
