@@ -1,5 +1,7 @@
 //! Durable append throughput and latency of the embedded store, next to this
-//! disk's fsync latency. Run with `cargo bench --bench append`.
+//! disk's fsync latency. Run with `cargo bench --bench append`. With
+//! `AUTHLOG_BENCH_POSTGRES_URL=postgres://…/postgres` the same writers then run
+//! against the PostgreSQL store (a fresh database each), in the same process.
 //!
 //! Every append here returns only after its commit is durable (fsync). With one
 //! writer each append pays a whole commit; with 64 concurrent writers the writer
@@ -89,8 +91,38 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
+/// Where a run appends.
+enum Target<'a> {
+    Embedded(&'a std::path::Path),
+    /// The PostgreSQL server's admin URL: each run gets a database of its own.
+    Postgres(&'a str),
+}
+
+async fn open(target: &Target<'_>, metrics: StoreMetrics) -> Arc<dyn EventStore> {
+    match target {
+        Target::Embedded(dir) => Arc::new(EmbeddedStore::open(dir, Some(metrics)).unwrap()),
+        Target::Postgres(admin) => {
+            let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let name = format!("authlog_bench_{}", uuid::Uuid::now_v7().simple());
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+            Arc::new(
+                authlog::store::postgres::PostgresStore::open(&url, Some(metrics))
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+}
+
 async fn run(
-    dir: &std::path::Path,
+    target: Target<'_>,
     name: &str,
     streams: Streams,
     writers: usize,
@@ -98,7 +130,7 @@ async fn run(
 ) -> Run {
     let registry = prometheus::Registry::new();
     let metrics = StoreMetrics::new(&registry).unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir, Some(metrics.clone())).unwrap());
+    let store = open(&target, metrics.clone()).await;
     // Each append builds its event when it runs, as a request would: stream ids
     // are minted at that moment.
     let started = Instant::now();
@@ -132,9 +164,12 @@ async fn run(
     let mean_batch =
         metrics.batch_size.get_sample_sum() / metrics.batch_size.get_sample_count() as f64;
     drop(store);
-    let file_bytes = std::fs::metadata(dir.join(authlog::store::embedded::DB_FILE))
-        .unwrap()
-        .len();
+    let file_bytes = match target {
+        Target::Embedded(dir) => std::fs::metadata(dir.join(authlog::store::embedded::DB_FILE))
+            .unwrap()
+            .len(),
+        Target::Postgres(_) => 0,
+    };
     Run {
         name: name.into(),
         events: writers * per_writer,
@@ -169,7 +204,7 @@ fn main() {
     let runs = rt.block_on(async {
         vec![
             run(
-                &dir.path().join("a"),
+                Target::Embedded(&dir.path().join("a")),
                 "1, new session streams",
                 Streams::NewSessions,
                 1,
@@ -177,7 +212,7 @@ fn main() {
             )
             .await,
             run(
-                &dir.path().join("b"),
+                Target::Embedded(&dir.path().join("b")),
                 "16, new session streams",
                 Streams::NewSessions,
                 16,
@@ -185,7 +220,7 @@ fn main() {
             )
             .await,
             run(
-                &dir.path().join("c"),
+                Target::Embedded(&dir.path().join("c")),
                 "64, new session streams",
                 Streams::NewSessions,
                 64,
@@ -193,7 +228,7 @@ fn main() {
             )
             .await,
             run(
-                &dir.path().join("d"),
+                Target::Embedded(&dir.path().join("d")),
                 "64, random stream names",
                 Streams::RandomNames,
                 64,
@@ -202,6 +237,32 @@ fn main() {
             .await,
         ]
     });
+    let pg = std::env::var("AUTHLOG_BENCH_POSTGRES_URL").ok();
+    let pg_runs = match &pg {
+        None => Vec::new(),
+        Some(url) => rt.block_on(async {
+            let mut out = Vec::new();
+            for (name, writers, per) in [
+                ("postgres: 1", 1, 1_000),
+                ("postgres: 16", 16, 250),
+                ("postgres: 64", 64, 200),
+                ("postgres: 256", 256, 100),
+            ] {
+                out.push(
+                    run(
+                        Target::Postgres(url),
+                        name,
+                        Streams::NewSessions,
+                        writers,
+                        per,
+                    )
+                    .await,
+                );
+            }
+            out
+        }),
+    };
+    let runs: Vec<Run> = runs.into_iter().chain(pg_runs).collect();
     println!(
         "\n| writers | events | durable events/s | p50 ms | p99 ms | mean appends per commit | file bytes per event |"
     );
@@ -216,6 +277,15 @@ fn main() {
             ms(percentile(&r.latencies, 0.99)),
             r.mean_batch,
             r.file_bytes / r.events as u64
+        );
+    }
+    if pg.is_some() {
+        let one = &runs[4];
+        let many = &runs[6];
+        println!(
+            "\npostgres, 64 writers vs 1 writer: {:.1}x the throughput in the same run",
+            (many.events as f64 / many.elapsed.as_secs_f64())
+                / (one.events as f64 / one.elapsed.as_secs_f64())
         );
     }
     let one = &runs[0];

@@ -270,10 +270,12 @@ pub enum StoreCommand {
     /// audit proofs hold on the copy. Stop the servers first; run it again to
     /// resume a copy that stopped.
     Copy {
-        /// The store to copy from.
+        /// The store to copy from; `env:NAME` reads the URL from the
+        /// environment variable NAME (keeps a password out of `ps`).
         #[arg(long, value_name = "URL")]
         from: String,
-        /// The store to copy into: empty, or a copy this command started.
+        /// The store to copy into: empty, or a copy this command started
+        /// (`env:NAME` as for --from).
         #[arg(long, value_name = "URL")]
         to: String,
     },
@@ -647,7 +649,8 @@ async fn client_command(config: &Config, command: ClientCommand) -> Result<(), C
 async fn rotate_local(config: &Config, store: DynStore, alg: &str) -> Result<String, CliError> {
     use authlog_schemas::{Actor, Envelope};
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
-    let kek = app::load_kek(config)?;
+    // On a shared store: the KEK every node uses, never one generated here.
+    let kek = app::load_shared_kek(config, &store).await?;
     let last = crate::store::read_whole_stream(store.as_ref(), "keys")
         .await
         .map_err(|e| other(&e))?
@@ -1066,6 +1069,16 @@ async fn record_local_access(store: &DynStore, count: u64) {
 async fn store_copy(config: &Config, from: &str, to: &str) -> Result<(), CliError> {
     use std::io::{IsTerminal, Write};
     let other = |e: &dyn std::fmt::Display| CliError::Other(e.to_string());
+    let resolve = |v: &str| -> Result<String, CliError> {
+        match v.strip_prefix("env:") {
+            Some(name) => std::env::var(name).map_err(|_| {
+                CliError::Other(format!("the environment variable {name} is not set"))
+            }),
+            None => Ok(v.to_string()),
+        }
+    };
+    let (from, to) = (resolve(from)?, resolve(to)?);
+    let (from, to) = (from.as_str(), to.as_str());
     let source = app::open_store_at(from, &config.data_dir, None, app::OpenMode::Existing)
         .await
         .map_err(|e| match e {
@@ -1228,7 +1241,16 @@ async fn sink_replay(
         (None, Some(c)) => (c.format, c.personal),
         (None, None) => Default::default(),
     };
-    let kek = app::load_kek(config)?;
+    // A shared store's KEK is checked against the store: pseudonyms must be
+    // the live sink's.
+    let kek = if crate::store::StoreUrl::parse(&config.store)
+        .is_ok_and(|u| !matches!(u, crate::store::StoreUrl::Embedded(_)))
+    {
+        let store = app::open_store(config, None, app::OpenMode::Existing).await?;
+        app::load_shared_kek(config, &store).await?
+    } else {
+        app::load_kek(config)?
+    };
     let shaper = std::sync::Arc::new(Shaper::new(format, personal, &kek));
     if let Some(k) = kafka {
         let records = replay_records(config, from, to, &remote).await?;

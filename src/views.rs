@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, watch};
 
 use crate::metrics::Metrics;
-use crate::store::{DynStore, ReadFrom};
+use crate::store::{DynStore, ReadFrom, StoreError};
 
 /// What the runner has reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +182,8 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let read_from = from.map_or(ReadFrom::Start, ReadFrom::After);
         let mut events = store.subscribe_all(read_from);
+        let mut last = from;
+        let mut backoff = std::time::Duration::from_millis(100);
         let mut caught_up = caught_up;
         let mut since_snapshot = 0u64;
         loop {
@@ -192,6 +194,18 @@ pub async fn start(
             };
             let recorded = match item {
                 Some(Ok(r)) => r,
+                // A cluster store that failed over, or a dropped connection: follow
+                // again from the last applied event, without skipping one.
+                Some(Err(e)) if !matches!(e, StoreError::Closed | StoreError::Corrupt(_)) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "views: reading the log failed; following it again");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    events = store.subscribe_all(last.map_or(ReadFrom::Start, ReadFrom::After));
+                    continue;
+                }
                 Some(Err(e)) => {
                     return fail(format!("reading the log: {e}"), &views, &tx, &metrics).await;
                 }
@@ -210,6 +224,8 @@ pub async fn start(
                 return fail(format!("applying an event: {e}"), &views, &tx, &metrics).await;
             }
             metrics.projection_seq.set(recorded.seq as i64);
+            last = Some(recorded.position);
+            backoff = std::time::Duration::from_millis(100);
             if !caught_up && start_head.is_some_and(|h| recorded.position >= h.position) {
                 caught_up = true;
                 tracing::info!(position = %recorded.position, "views caught up with the log");

@@ -1171,8 +1171,11 @@ async fn userinfo(state: State, auth: Option<String>, body: Vec<(String, String)
             StatusCode::UNAUTHORIZED,
         );
     };
-    let views = state.views.read().await;
-    let Some(user) = views.users.get(&claims.sub).filter(|u| u.enabled) else {
+    let user = service::view_lookup(&state, |v| {
+        v.users.get(&claims.sub).filter(|u| u.enabled).cloned()
+    })
+    .await;
+    let Some(user) = user else {
         return bearer_error(
             "invalid_token",
             "the user no longer exists or is disabled",

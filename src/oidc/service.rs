@@ -173,8 +173,12 @@ pub async fn view_lookup<T>(
 }
 
 /// Waits (bounded) until the views have applied everything committed so far,
-/// by any node.
+/// by any node. On a store only this process writes, the views already have
+/// every committed event when an append returns: nothing to wait for.
 pub async fn catch_up_views(state: &AppState) {
+    if !state.store.is_shared() {
+        return;
+    }
     match state.store.head().await {
         Ok(Some(head)) => wait_views(state, head.position).await,
         Ok(None) => {}
@@ -1406,6 +1410,8 @@ pub async fn end_session(
     session: &Session,
     actor: Actor,
 ) -> Result<(), ApiError> {
+    // Grants made on other nodes during the session end with it too.
+    catch_up_views(state).await;
     let stream = format!("session-{}", session.id);
     let d = data::SessionEnded {
         session_id: session.id.clone(),
@@ -1567,6 +1573,7 @@ pub async fn revoke_user_grants(
     user_id: &str,
     actor: Actor,
 ) -> Result<(), ApiError> {
+    catch_up_views(state).await;
     let grants: Vec<(String, String, u64)> = {
         let views = state.views.read().await;
         views
@@ -1737,14 +1744,22 @@ pub async fn active_access_token(state: &AppState, token: &str) -> Option<Access
         true,
     )
     .await?;
-    let views = state.views.read().await;
     let t = now();
-    let live = claims
-        .gid
-        .as_ref()
-        .and_then(|g| views.grants.get(g))
-        .is_some_and(|g| g.access_token_active(&claims.jti, t));
-    let client = views.clients.get(&claims.client_id).is_some();
+    // A token minted on another node a moment ago: catch up before saying no.
+    let live = view_lookup(state, |v| {
+        claims
+            .gid
+            .as_ref()
+            .and_then(|g| v.grants.get(g))
+            .is_some_and(|g| g.access_token_active(&claims.jti, t))
+            .then_some(())
+    })
+    .await
+    .is_some();
+    let client = live
+        && view_lookup(state, |v| v.clients.get(&claims.client_id).map(|_| ()))
+            .await
+            .is_some();
     (live && client).then_some(claims)
 }
 
@@ -1789,6 +1804,9 @@ pub async fn revoke(
     token: &str,
     hint: Option<&str>,
 ) -> Result<bool, ApiError> {
+    // Decide on everything committed so far, by any node: a grant issued on
+    // another node a moment ago is revoked, not taken for unknown.
+    catch_up_views(state).await;
     let as_refresh = || async {
         let (gid, tid) = tokens::parse_refresh(token)?;
         let events = read_grant(state, gid).await.ok()?;

@@ -69,34 +69,36 @@ pub async fn copy_log(
             "the destination holds {resumed_at} events, the source only {total}: it is another log"
         )));
     }
-    // The destination must be a prefix of the source.
+    // The destination must be a prefix of the source, event for event.
     if resumed_at > 0 {
-        let theirs = to
-            .read_all(ReadFrom::Start, 1)
-            .await?
-            .into_iter()
-            .next()
-            .zip(record_at(from, 0).await?);
-        let last_dst = match to.head().await? {
-            Some(h) => to
-                .read_all(ReadFrom::At(h.position), 1)
-                .await?
-                .into_iter()
-                .next(),
-            None => None,
-        };
-        let last_src = record_at(from, resumed_at - 1).await?;
         let same = |a: &Recorded, b: &Recorded| {
-            a.stream == b.stream
+            a.seq == b.seq
+                && a.stream == b.stream
                 && a.revision == b.revision
                 && a.body == b.body
                 && a.sidecar == b.sidecar
         };
-        let first_ok = theirs.is_some_and(|(d, s)| same(&d, &s));
-        let last_ok = matches!((&last_dst, &last_src), (Some(d), Some(s)) if same(d, s));
-        if !(first_ok && last_ok) {
+        let (mut at_src, mut at_dst) = (ReadFrom::Start, ReadFrom::Start);
+        let mut checked = 0u64;
+        while checked < resumed_at {
+            let dst = to.read_all(at_dst, PAGE).await?;
+            let src = from.read_all(at_src, dst.len().max(1)).await?;
+            if dst.is_empty() || src.len() < dst.len() {
+                break;
+            }
+            if let Some((d, _)) = dst.iter().zip(&src).find(|(d, s)| !same(d, s)) {
+                return Err(damaged(format!(
+                    "the destination's event at seq {} is not the source's: it already holds another log; copy into an empty store",
+                    d.seq
+                )));
+            }
+            checked += dst.len() as u64;
+            at_dst = ReadFrom::After(dst[dst.len() - 1].position);
+            at_src = ReadFrom::After(src[dst.len() - 1].position);
+        }
+        if checked < resumed_at {
             return Err(damaged(format!(
-                "the destination already holds {resumed_at} events that are not the source's first {resumed_at}: copy into an empty store"
+                "the destination holds {resumed_at} events that are not the source's first {resumed_at}: copy into an empty store"
             )));
         }
     }

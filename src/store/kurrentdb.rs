@@ -82,6 +82,9 @@ const OPEN_STALL: Duration = Duration::from_secs(60);
 const RETRIES: u32 = 3;
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How long before its TTL a holder gives a lease up: covers clock skew
+/// between nodes, and the time a renewal takes.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Records kept in a lease stream and a checkpoint stream.
 const LEASE_KEEP: u64 = 16;
 const CHECKPOINT_KEEP: u64 = 4;
@@ -1205,6 +1208,7 @@ impl EventStore for KurrentStore {
         if !lease_takeable(current.as_ref(), holder, now) {
             return Ok(None);
         }
+        let started = tokio::time::Instant::now();
         let record = LeaseRecord {
             holder: holder.to_string(),
             until_ms: now + ttl_ms(),
@@ -1226,6 +1230,7 @@ impl EventStore for KurrentStore {
             kstream,
             record,
             written.next_expected_version,
+            started + LEASE_TTL - LEASE_MARGIN,
             lost_tx,
             released,
         ));
@@ -1313,11 +1318,13 @@ fn lease_takeable(current: Option<&LeaseRecord>, holder: &str, now_ms: i64) -> b
 /// wrote to the stream, or renewals failed until the lease would expire
 /// before the next try. A released lease is written as expired, so the next
 /// holder need not wait out the TTL.
+#[allow(clippy::too_many_arguments)]
 async fn hold_lease(
     client: kdb::Client,
     kstream: String,
     mut record: LeaseRecord,
     mut revision: u64,
+    mut valid_until: tokio::time::Instant,
     lost: watch::Sender<bool>,
     mut released: oneshot::Receiver<()>,
 ) {
@@ -1334,6 +1341,10 @@ async fn hold_lease(
             }
             () = tokio::time::sleep(every) => {}
         }
+        // This node's own clock bounds the lease: it is given up before the
+        // record could look expired to another node (with LEASE_MARGIN for
+        // clock skew between nodes), however long a renewal hangs.
+        let started = tokio::time::Instant::now();
         let now = now_ms();
         let renewed = LeaseRecord {
             holder: record.holder.clone(),
@@ -1344,17 +1355,28 @@ async fn hold_lease(
             return;
         };
         let state = kdb::StreamState::StreamRevision(revision);
-        match append_events(&client, &kstream, state, &[event]).await {
+        let attempt = tokio::time::timeout_at(
+            valid_until,
+            append_events(&client, &kstream, state, &[event]),
+        )
+        .await;
+        let Ok(attempt) = attempt else {
+            tracing::warn!(lease = %kstream, "lease renewal did not answer before the lease ran out");
+            lost.send_replace(true);
+            return;
+        };
+        match attempt {
             Ok(written) => {
                 revision = written.next_expected_version;
                 record = renewed;
+                valid_until = started + LEASE_TTL - LEASE_MARGIN;
             }
             Err(kdb::Error::WrongExpectedVersion { .. }) => {
                 tracing::warn!(lease = %kstream, "lease taken over by another holder");
                 lost.send_replace(true);
                 return;
             }
-            Err(e) if now + every.as_millis() as i64 >= record.until_ms => {
+            Err(e) if tokio::time::Instant::now() + every >= valid_until => {
                 tracing::warn!(lease = %kstream, error = %e, "lease renewal failed; it can no longer be vouched for");
                 lost.send_replace(true);
                 return;

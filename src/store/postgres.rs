@@ -59,11 +59,21 @@ const CHANNEL: &str = "authlog_appended";
 /// How often a follower looks for new events without a notification.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Session settings on every connection: a lock is never waited for forever,
-/// and a transaction left open by a stalled node cannot hold the head lock.
+/// Session settings on every connection. A lock is never waited for forever;
+/// `authlog_append` runs at READ COMMITTED whatever the database's default (at
+/// REPEATABLE READ the head row lock would fail under contention instead of
+/// waiting); and the server notices a node that vanished within about half a
+/// minute (TCP keepalives and user timeout), which is what releases that
+/// node's advisory-lock leases. `idle_in_transaction_session_timeout` guards
+/// the explicit transactions (schema migration) should a node stall in one.
 const SESSION_SETTINGS: &str = "SET lock_timeout = '10s'; \
      SET idle_in_transaction_session_timeout = '30s'; \
      SET statement_timeout = '60s'; \
+     SET default_transaction_isolation = 'read committed'; \
+     SET tcp_keepalives_idle = 10; \
+     SET tcp_keepalives_interval = 5; \
+     SET tcp_keepalives_count = 3; \
+     SET tcp_user_timeout = 30000; \
      SET application_name = 'authlog'";
 
 const MIGRATION_1: &str = r#"
@@ -185,14 +195,29 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Io(format!("postgres: {e}"))
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user part or a `password=`
+/// parameter), for messages.
 pub fn redact(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            return format!("{}?{}", redact(base), query.join("&"));
+        }
+        None => url,
+    };
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
+            Some((userinfo, host)) if userinfo.contains(':') => {
                 let user = userinfo.split(':').next().unwrap_or_default();
                 format!("{scheme}://{user}:***@{host}")
             }
+            Some(_) => url.to_string(),
             None => url.to_string(),
         },
         None => url.to_string(),
@@ -339,7 +364,12 @@ impl PostgresStore {
         metrics: Option<StoreMetrics>,
     ) -> Result<PostgresStore, StoreError> {
         let mut config = parse_url(url)?;
+        // This side notices a server that vanished (no RST) within about half
+        // a minute too, instead of the operating system's ten.
         config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(30));
         config.connect_timeout(Duration::from_secs(10));
         let mut client = connect(&config).await?;
         let log_id = migrate(&mut client).await?;
@@ -397,13 +427,15 @@ fn advance(head: &watch::Sender<Option<u64>>, to: Option<u64>) {
 async fn follow(config: Config, head: Arc<watch::Sender<Option<u64>>>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match follow_once(&config, &head).await {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => {
-                tracing::warn!(error = %e, "postgres follower: reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+        let started = Instant::now();
+        if let Err(e) = follow_once(&config, &head).await {
+            // A connection that worked for a while starts the backoff over.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(200);
             }
+            tracing::warn!(error = %e, retry_in = ?backoff, "postgres follower: reconnecting");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 }
@@ -480,7 +512,25 @@ async fn writer(
             },
         };
         let started = Instant::now();
-        let outcome = commit_batch(&c, &batch).await;
+        let mut c = c;
+        let mut outcome = commit_batch(&c, &batch).await;
+        // The connection broke: whether the batch committed is unknown. Sending
+        // the same batch again is safe (appends of ids already in the log after
+        // the same expectation answer with their original result), so the
+        // callers get the true outcome instead of an error.
+        for _ in 0..3 {
+            if outcome.is_ok() || !c.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match connect(&config).await {
+                Ok(fresh) => {
+                    c = fresh;
+                    outcome = commit_batch(&c, &batch).await;
+                }
+                Err(e) => outcome = Err(e),
+            }
+        }
         if let Some(m) = &metrics {
             m.batch_size.observe(batch.len() as f64);
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -502,8 +552,6 @@ async fn writer(
                 client = Some(c);
             }
             Err(e) => {
-                // The outcome is unknown if the connection broke during commit: the
-                // caller retries with the same event ids, which is idempotent.
                 tracing::warn!(error = %e, appends = batch.len(), "postgres append batch failed");
                 for req in batch {
                     let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
@@ -758,10 +806,11 @@ impl EventStore for PostgresStore {
     }
 
     async fn check(&self) -> Result<CheckReport, StoreError> {
-        let mut report = super::check_by_reading(self).await?;
+        // The head before the scan: on a live log more may follow, never less.
         let head = self.head().await?.map(|h| h.seq);
+        let mut report = super::check_by_reading(self).await?;
         let last = report.events.checked_sub(1);
-        if head != last {
+        if head > last {
             report.problems.push(format!(
                 "the head row says {head:?} but the last event is {last:?}"
             ));
@@ -784,6 +833,7 @@ impl EventStore for PostgresStore {
             let _ = connection.await;
             on_close.send_replace(true);
         });
+        client.batch_execute(SESSION_SETTINGS).await.map_err(io)?;
         let key = super::name_key(&format!("authlog lease {name}"));
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
@@ -896,6 +946,10 @@ mod tests {
             "postgres://authlog:***@db:5432/x"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact("postgres://u@db/x?sslmode=disable&password=s3cret"),
+            "postgres://u@db/x?sslmode=disable&password=***"
+        );
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl StoreUrl {
                 Ok(StoreUrl::Kurrent(url.to_string()))
             }
             _ => Err(StoreError::BadUrl(format!(
-                "{url:?}: expected `embedded`, `embedded://PATH`, `postgres://…` or `kurrentdb://…`"
+                "{:?}: expected `embedded`, `embedded://PATH`, `postgres://…` or `kurrentdb://…`",
+                if url.contains("://") {
+                    format!("{scheme}://…")
+                } else {
+                    "a value without a scheme".to_string()
+                }
             ))),
         }
     }
