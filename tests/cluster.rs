@@ -599,3 +599,60 @@ async fn store_copy_moves_a_log_between_backends_and_its_proofs_hold() {
     assert!(out.contains("2 matching the log"), "{out}");
     let _ = b;
 }
+
+/// `authlog sink run`: the sinks in a process of their own, beside a server
+/// that runs none, on the same log; it takes the lease and delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_run_delivers_from_a_process_of_its_own() {
+    let (url, a, _b) = two_nodes(&[]).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("events.ndjson");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args([
+            "sink",
+            "run",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("AUTHLOG_DATA_DIR", data.path())
+        .env("AUTHLOG_STORE", &url)
+        .env("AUTHLOG_KEK", KEK)
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .env("AUTHLOG_SINK_NDJSON_PATH", &file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    setup(&a.base, ADMIN, json!({})).await;
+    let log: Vec<Value> = a
+        .get("/admin/events")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<String> = log.iter().map(crate::sink::native_id).collect();
+    crate::sink::wait_for_ids(&file, &ids, crate::sink::native_id).await;
+    crate::sink::assert_delivered_in_order(
+        &crate::sink::lines_of(&file),
+        &log,
+        crate::sink::native_id,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the sink process reports its lease", || {
+        let base = base.clone();
+        async move {
+            Node::metric_at(&base, "authlog_lease_held{lease=\"sink-ndjson\"}").await == Some(1.0)
+        }
+    })
+    .await;
+    // The servers run no sink: they do not even report the lease.
+    assert_eq!(
+        Node::metric_at(&a.base, "authlog_lease_held{lease=\"sink-ndjson\"}").await,
+        None
+    );
+    sink.kill().await.unwrap();
+}
