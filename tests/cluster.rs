@@ -656,3 +656,61 @@ async fn sink_run_delivers_from_a_process_of_its_own() {
     );
     sink.kill().await.unwrap();
 }
+
+/// PostgreSQL drops every connection of both nodes (a failover, a restarted
+/// pooler): the nodes connect again, appends go on, and each node's views and
+/// subscriptions follow what the other writes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_recover_when_the_database_drops_their_connections() {
+    let (url, a, b) = two_nodes(&[]).await;
+    let http = reqwest::Client::new();
+    let create = |node: &Node, name: &str| {
+        let (http, base, name) = (http.clone(), node.base.clone(), name.to_string());
+        async move {
+            http.post(format!("{base}/admin/users"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"username": name, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(create(&a, "before").await.status(), StatusCode::CREATED);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 4, "only {killed} connections of two nodes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids = Vec::new();
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let r = create(node, &format!("after{i}")).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "append after the drop");
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Each node sees the other's users: views and followers reconnected.
+    for id in &ids {
+        for node in [&a, &b] {
+            let r = node.get(&format!("/admin/users/{id}")).await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+    for node in [&a, &b] {
+        let r = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
