@@ -714,3 +714,151 @@ async fn nodes_recover_when_the_database_drops_their_connections() {
         assert_eq!(r.status(), StatusCode::OK);
     }
 }
+
+/// A store whose subscriptions stop at a gate: a node whose views fall behind
+/// the log, made deterministic.
+struct Gated {
+    inner: authlog::store::DynStore,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl authlog::store::EventStore for Gated {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: authlog::store::Expected,
+        events: Vec<authlog::store::NewEvent>,
+    ) -> Result<authlog::store::Appended, authlog::store::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<authlog_schemas::Recorded>, authlog::store::StoreError> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: authlog::store::ReadFrom,
+        limit: usize,
+    ) -> Result<Vec<authlog_schemas::Recorded>, authlog::store::StoreError> {
+        self.inner.read_all(from, limit).await
+    }
+    fn subscribe_all(
+        &self,
+        from: authlog::store::ReadFrom,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        Result<authlog_schemas::Recorded, authlog::store::StoreError>,
+    > {
+        use futures_util::StreamExt;
+        let open = self.open.clone();
+        self.inner
+            .subscribe_all(from)
+            .then(move |item| {
+                let mut open = open.clone();
+                async move {
+                    let _ = open.wait_for(|o| *o).await;
+                    item
+                }
+            })
+            .boxed()
+    }
+    async fn head(&self) -> Result<Option<authlog::store::Head>, authlog::store::StoreError> {
+        self.inner.head().await
+    }
+    fn log_id(&self) -> String {
+        self.inner.log_id()
+    }
+    async fn check(&self) -> Result<authlog::store::CheckReport, authlog::store::StoreError> {
+        self.inner.check().await
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<authlog::store::Lease>, authlog::store::StoreError> {
+        self.inner.try_lease(name, holder).await
+    }
+    async fn load_checkpoint(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, authlog::store::StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, authlog::store::StoreError> {
+        self.inner.save_checkpoint(name, expected, value).await
+    }
+}
+
+/// A session cookie names the position its session was created at. A node
+/// whose views have not reached it within `views.wait_ms` answers 503 with
+/// Retry-After, never "signed out"; once the views catch up, the session works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_session_cookie_answers_503_then_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let app = crate::support::spawn_app_wrapped(
+        dir.path(),
+        &[("AUTHLOG_VIEWS_WAIT_MS", "300")],
+        move |s| std::sync::Arc::new(Gated { inner: s, open }),
+    )
+    .await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let (_, challenge) = pkce();
+    let url = rp.auth_url(&challenge, "openid", &[]);
+    // A first sign-in while the views follow (the user consents).
+    let back = rp.sign_in(&browser(), &url, PASSWORD).await;
+    assert!(back.starts_with("https://app.example/cb"), "{back}");
+    // The views stop following the log; then the user signs in from another
+    // browser: a new session at a position the views have not applied.
+    gate.send_replace(false);
+    let jar = browser();
+    let r = jar.get(&url).send().await.unwrap();
+    let login = crate::support::oidc::location(&r);
+    let page = jar
+        .get(app.url(&login))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = crate::support::oidc::field;
+    let r = jar
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // Signed in (the cookie is set), but this node cannot see the session yet.
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().get("set-cookie").is_some());
+    // The browser comes back: its session is at a position beyond the views.
+    let r = jar.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // The views catch up: the session is recognised, no sign-in page.
+    gate.send_replace(true);
+    let r = jar.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let to = crate::support::oidc::location(&r);
+    assert!(to.starts_with("https://app.example/cb"), "{to}");
+    app.stop().await;
+}

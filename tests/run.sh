@@ -65,7 +65,9 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq postgresql >/dev/null
     pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 fi
-pg_port="${AUTHLOG_TEST_PG_PORT:-55432}"
+# A free loopback port unless one is given: another PostgreSQL (or a second
+# checkout's test run) may hold the usual ones.
+pg_port="${AUTHLOG_TEST_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 pg_dir="$PWD/target/test-postgres"
 pg_user=""
 # PostgreSQL refuses to run as root: as root, run it as the postgres user.

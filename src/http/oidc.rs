@@ -432,7 +432,9 @@ async fn authorize(
             return to_client(&state, &redirect_uri, response_mode, params);
         }
     };
-    let session = service::current_session(&state, cookie.as_deref()).await;
+    let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
+        return views_behind();
+    };
     let c = ctx.clone();
     let res = continue_authorization(state.clone(), ctx, req, session, None, false).await;
     bind(&state, &c, res)
@@ -702,7 +704,11 @@ fn login_route(
                                 )
                                 .await
                             }
-                            _ => {
+                            // Committed, but this node's views did not reach the
+                            // new session in time: the browser keeps its cookie and
+                            // is asked to try again, not shown a dead end.
+                            (Some(_), None) => views_behind(),
+                            (None, _) => {
                                 state.oidc.transactions.take(&tx);
                                 html::message_page("Signed in", "You are signed in.")
                             }
@@ -811,10 +817,10 @@ fn consent_route(
                     return html::error_page("no consent in progress");
                 };
                 // The session must still be the browser's own.
-                let Some(session) = service::current_session(&state, cookie.as_deref())
-                    .await
-                    .filter(|s| s.id == sid)
-                else {
+                let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
+                    return views_behind();
+                };
+                let Some(session) = session.filter(|s| s.id == sid) else {
                     return html::error_page("your session ended; sign in again");
                 };
                 let allow = match first(&f, "decision").as_deref() {
@@ -1229,7 +1235,10 @@ const HISTORY_ENTRIES: usize = 30;
 /// attempts (time, IP, user agent, client, outcome), newest first, so they can
 /// spot one that was not theirs. The read is recorded like any audit read.
 async fn account_history(state: State, ctx: Ctx, cookie: Option<String>) -> Response {
-    let Some(session) = service::current_session(&state, cookie.as_deref()).await else {
+    let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
+        return views_behind();
+    };
+    let Some(session) = session else {
         let mut res = html::message_page(
             "Sign-in history",
             "Sign in first: this page shows the sign-ins of the account you are signed in with.",
@@ -1336,6 +1345,21 @@ async fn account_history(state: State, ctx: Ctx, cookie: Option<String>) -> Resp
     html::history_page(&username, &rows)
 }
 
+/// The session cookie names a position this node's views have not reached in
+/// `views.wait_ms` (a node far behind the others): try again, rather than
+/// treat the browser as signed out.
+fn views_behind() -> Response {
+    let mut res = html::Page::new(
+        "Busy",
+        "<h1>This server is catching up</h1><p>Try again in a moment.</p>".into(),
+    )
+    .status(StatusCode::SERVICE_UNAVAILABLE)
+    .render();
+    res.headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+    res
+}
+
 fn history_unavailable(detail: &str) -> Response {
     tracing::error!(error = %detail, "sign-in history");
     let mut res = html::message_page(
@@ -1406,7 +1430,9 @@ async fn logout(
         }
         _ => None,
     };
-    let session = service::current_session(&state, cookie.as_deref()).await;
+    let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
+        return views_behind();
+    };
     // Without a valid hint naming this session's user, ask the user first.
     let trusted = hinted
         .as_ref()
@@ -1491,7 +1517,10 @@ fn logout_route(
                                 "the sign-out form expired or was not issued by this server",
                             );
                         };
-                        let session = service::current_session(&state, cookie.as_deref()).await;
+                        let Ok(session) = service::current_session(&state, cookie.as_deref()).await
+                        else {
+                            return views_behind();
+                        };
                         finish_logout(&state, &ctx, session, t.logout.and_then(|l| l.redirect))
                             .await
                     }

@@ -321,21 +321,60 @@ pub fn session_cookie(state: &AppState, value: &str, max_age: i64) -> String {
 /// The live session the cookie names, if its secret matches. The cookie carries
 /// the position the session was created at: a node whose views are behind waits
 /// (bounded) for it before deciding the session is unknown.
-pub async fn current_session(state: &AppState, cookie: Option<&str>) -> Option<Session> {
-    let cookie = cookie?;
+pub async fn current_session(
+    state: &AppState,
+    cookie: Option<&str>,
+) -> Result<Option<Session>, ViewsBehind> {
+    Ok(match session_of(state, cookie).await {
+        Lookup::Found(s) => Some(s),
+        Lookup::None => None,
+        Lookup::Behind => return Err(ViewsBehind),
+    })
+}
+
+/// This node's views did not reach the position a session cookie names
+/// within `views.wait_ms`: the request is answered 503, not taken for a
+/// signed-out one.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewsBehind;
+
+enum Lookup {
+    Found(Session),
+    None,
+    Behind,
+}
+
+async fn session_of(state: &AppState, cookie: Option<&str>) -> Lookup {
+    let Some(cookie) = cookie else {
+        return Lookup::None;
+    };
     let mut parts = cookie.splitn(3, '.');
-    let sid = parts.next()?;
-    let secret = parts.next()?;
+    let (Some(sid), Some(secret)) = (parts.next(), parts.next()) else {
+        return Lookup::None;
+    };
     let position: Option<Position> = parts.next().and_then(|p| p.parse().ok());
     if let Some(p) = position {
         // Only a position the log has reached is worth waiting for: a forged
         // one must not hold the request for the whole wait.
-        let head = state.store.head().await.ok().flatten()?;
+        let Ok(Some(head)) = state.store.head().await else {
+            return Lookup::None;
+        };
         if p > head.position {
-            return None;
+            return Lookup::None;
         }
-        wait_views(state, p).await;
+        let timeout = Duration::from_millis(state.config.views.wait_ms);
+        if let Err(crate::views::WaitError::Timeout(_)) = state.views.wait_for(p, timeout).await {
+            tracing::warn!(position = %p, "views behind the session's position");
+            return Lookup::Behind;
+        }
     }
+    match check_session(state, sid, secret).await {
+        Some(s) => Lookup::Found(s),
+        None => Lookup::None,
+    }
+}
+
+async fn check_session(state: &AppState, sid: &str, secret: &str) -> Option<Session> {
     let views = state.views.read().await;
     let session = views.sessions.get(sid, now())?.clone();
     drop(views);

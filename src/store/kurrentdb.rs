@@ -78,8 +78,10 @@ const CHECKPOINT_WINDOW: u32 = 64;
 /// at open (where it reads the whole log).
 const FOLLOW_STALL: Duration = Duration::from_secs(10);
 const OPEN_STALL: Duration = Duration::from_secs(60);
-/// Transient failures (leader change, node gone, timeout) retried per request.
-const RETRIES: u32 = 3;
+/// How long a request keeps being sent again after transient failures (a
+/// leader election, a node gone, a server-side timeout): longer than an
+/// election usually takes.
+const RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How long before its TTL a holder gives a lease up: covers clock skew
@@ -108,21 +110,27 @@ fn is_transient(e: &kdb::Error) -> bool {
             | kdb::Error::ConnectionClosed
             | kdb::Error::GrpcConnectionError(_)
             | kdb::Error::DeadlineExceeded
-    )
+    ) || matches!(e, kdb::Error::Grpc { code, .. } if *code as i32 == GRPC_ABORTED)
 }
+
+/// gRPC status `Aborted`: how the server reports its own commit, prepare and
+/// forward timeouts (the write may or may not have landed; resending it is
+/// idempotent).
+const GRPC_ABORTED: i32 = 10;
 
 async fn retrying<T, F, Fut>(mut op: F) -> kdb::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = kdb::Result<T>>,
 {
-    let mut attempt = 0u32;
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut backoff = Duration::from_millis(100);
     loop {
         match op().await {
-            Err(e) if is_transient(&e) && attempt < RETRIES => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "KurrentDB request failed; sending it again");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, retry_in = ?backoff, "KurrentDB request failed; sending it again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             other => return other,
         }
@@ -136,7 +144,9 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    // The userinfo ends at the last `@` before the query (a password may hold
+    // an unencoded `/`).
+    let (authority, tail) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
         Some((userinfo, hosts)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
@@ -148,7 +158,7 @@ pub fn redact(url: &str) -> String {
 
 fn password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
-    let (authority, _) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (authority, _) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
     let (userinfo, _) = authority.rsplit_once('@')?;
     userinfo
         .split_once(':')
@@ -487,6 +497,33 @@ impl Index {
     }
 }
 
+/// Keeps a follower running: one that died (a panic in the client on an
+/// unexpected reply) is started again, and its death is reported to waiters.
+async fn supervise(client: kdb::Client, prefix: String, index: Arc<Index>) {
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    loop {
+        let mut task = AbortOnDrop(tokio::spawn(follow(
+            client.clone(),
+            prefix.clone(),
+            index.clone(),
+        )));
+        match (&mut task.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => {
+                tracing::error!(error = %e, "KurrentDB $all follower died; starting it again");
+                index.set_error(Some(format!("the $all follower died: {e}")));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Follows the filtered `$all` into the index, resubscribing from the last
 /// indexed position after a failure. Subscriptions start after their position.
 async fn follow(client: kdb::Client, prefix: String, index: Arc<Index>) {
@@ -720,7 +757,7 @@ impl KurrentStore {
         };
         let log_id = load_log_id(&client, &names).await?;
         let index = Arc::new(Index::new());
-        let follower = tokio::spawn(follow(client.clone(), names.prefix(), index.clone()));
+        let follower = tokio::spawn(supervise(client.clone(), names.prefix(), index.clone()));
         let inner = Arc::new(Inner {
             client,
             names,
@@ -1162,9 +1199,18 @@ impl EventStore for KurrentStore {
                     }
                     continue;
                 }
-                // Caught up: wait for the follower to index more.
-                if st.count.changed().await.is_err() {
-                    return None;
+                // Caught up: wait for the follower to index more. A quiet log is
+                // no error; a follower that keeps failing is, so that the
+                // subscriber (the views) can follow again and /readyz can say so.
+                match tokio::time::timeout(FOLLOW_STALL, st.count.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        if let Some(e) = st.store.inner.index.error() {
+                            st.failed = true;
+                            return Some((Err(StoreError::Io(format!("kurrentdb: {e}"))), st));
+                        }
+                    }
                 }
             }
         })

@@ -102,15 +102,27 @@ pub async fn spawn_app_in(data_dir: &std::path::Path) -> TestApp {
 /// As [`spawn_app_in`], with extra `AUTHLOG_*` settings. The issuer names the
 /// port the server was given.
 pub async fn spawn_app_with(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_wrapped(data_dir, extra, |s| s).await
+}
+
+/// As [`spawn_app_with`], with the store also wrapped by `wrap` (inside the
+/// schema validation).
+pub async fn spawn_app_wrapped(
+    data_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+    wrap: impl FnOnce(DynStore) -> DynStore,
+) -> TestApp {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let issuer = format!("http://127.0.0.1:{port}/oidc");
     let mut settings = vec![("AUTHLOG_ISSUER", issuer.as_str())];
     settings.extend_from_slice(extra);
     let config = test_config(data_dir, &settings);
-    let app = Application::build_on(config, Some(listener), |s| Arc::new(Validating::new(s)))
-        .await
-        .unwrap();
+    let app = Application::build_on(config, Some(listener), |s| {
+        wrap(Arc::new(Validating::new(s)))
+    })
+    .await
+    .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], app.port()).into();
     let store = app.store();
     let views = app.views();
