@@ -111,7 +111,13 @@ async fn open(target: &Target<'_>, metrics: StoreMetrics) -> Arc<dyn EventStore>
                 .batch_execute(&format!("CREATE DATABASE {name}"))
                 .await
                 .unwrap();
-            let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+            let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+            let base = base.rsplit_once('/').unwrap().0;
+            let url = if query.is_empty() {
+                format!("{base}/{name}")
+            } else {
+                format!("{base}/{name}?{query}")
+            };
             Arc::new(
                 authlog::store::postgres::PostgresStore::open(&url, Some(metrics))
                     .await

@@ -650,3 +650,54 @@ async fn postgres_late_commit_is_never_skipped() {
     let next = sub.next().await.unwrap().unwrap();
     assert_eq!((next.stream.as_str(), next.seq), ("user-fast", 2));
 }
+
+/// TLS to PostgreSQL: with `sslmode=verify-full` and the CA the test server's
+/// certificate comes from, every connection of the store is encrypted; a
+/// server whose certificate another CA (or no system root) vouches for is
+/// refused, not used in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_the_server_certificate() {
+    use authlog::store::EventStore;
+    use authlog::store::postgres::PostgresStore;
+    let ca = std::env::var("AUTHLOG_TEST_POSTGRES_CA").expect(
+        "AUTHLOG_TEST_POSTGRES_CA is not set: run ./tests/run.sh, which starts PostgreSQL with TLS",
+    );
+    let other_ca = std::env::var("AUTHLOG_TEST_POSTGRES_OTHER_CA").unwrap();
+    let url = crate::support::postgres::fresh_database().await;
+    let base = url.split('?').next().unwrap();
+    let db = base.rsplit('/').next().unwrap().to_string();
+    let store = PostgresStore::open(
+        &format!("{base}?sslmode=verify-full&sslrootcert={ca}"),
+        None,
+    )
+    .await
+    .unwrap();
+    store
+        .append("user-tls", Expected::NoStream, vec![simple("user-tls")])
+        .await
+        .unwrap();
+    assert_eq!(store.read_all(ReadFrom::Start, 10).await.unwrap().len(), 1);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'authlog'",
+            &[&db],
+        )
+        .await
+        .unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(encrypted >= 2, "writer and follower over TLS: {encrypted}");
+    assert_eq!(plain, 0, "no connection of the store in the clear");
+    for refused in [
+        format!("{base}?sslmode=require&sslrootcert={other_ca}"),
+        format!("{base}?sslmode=require"),
+    ] {
+        let err = PostgresStore::open(&refused, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err}");
+    }
+}

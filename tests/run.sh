@@ -83,9 +83,29 @@ rm -rf "$pg_dir"
 mkdir -p "$pg_dir"
 [ -z "$pg_user" ] || chown "$pg_user" "$pg_dir"
 as_pg "'$pg_bin/initdb' -D '$pg_dir/data' -A trust -U authlog --no-instructions" >/dev/null
-as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' -l '$pg_dir/server.log' -w -o \"-p $pg_port -k '$pg_dir' -c listen_addresses=127.0.0.1 -c max_connections=400\" start" >/dev/null
+# TLS on, with a CA of the run's own, for the test of TLS to PostgreSQL
+# (ca.pem is what a client trusts; other-ca.pem is one it must refuse).
+(
+    cd "$pg_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=authlog test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=another CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout other-ca.key -out other-ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.pem 2>/dev/null
+    chmod 600 server.key
+    [ -z "$pg_user" ] || chown "$pg_user" server.key server.pem
+)
+as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' -l '$pg_dir/server.log' -w -o \"-p $pg_port -k '$pg_dir' -c listen_addresses=127.0.0.1 -c max_connections=400 -c ssl=on -c ssl_cert_file='$pg_dir/server.pem' -c ssl_key_file='$pg_dir/server.key'\" start" >/dev/null
 stop_pg() { as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' stop -m fast" >/dev/null 2>&1 || true; }
-export AUTHLOG_TEST_POSTGRES_URL="postgres://authlog@127.0.0.1:$pg_port/postgres"
+# Plain connections for most tests; the TLS test asks for TLS itself.
+export AUTHLOG_TEST_POSTGRES_URL="postgres://authlog@127.0.0.1:$pg_port/postgres?sslmode=disable"
+export AUTHLOG_TEST_POSTGRES_CA="$pg_dir/ca.pem"
+export AUTHLOG_TEST_POSTGRES_OTHER_CA="$pg_dir/other-ca.pem"
 
 log="$(mktemp)"
 trap 'rm -f "$log"; stop_pg' EXIT

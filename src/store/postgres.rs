@@ -41,7 +41,9 @@ use async_trait::async_trait;
 use authlog_schemas::{Position, Recorded};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Appended, CheckReport, EventStore, Expected, Head, Lease, NewEvent, ReadFrom, StoreError,
@@ -224,25 +226,95 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Parses a `postgres://` URL. Only plain connections are built in: a URL that
-/// asks for TLS is refused rather than silently sent in the clear.
-pub fn parse_url(url: &str) -> Result<Config, StoreError> {
-    let config =
-        Config::from_str(url).map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
-    if matches!(
-        config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    ) {
-        return Err(StoreError::BadUrl(format!(
-            "{}: sslmode=require is not built into this authlog; reach PostgreSQL over a private network or a local TLS tunnel, with sslmode=disable",
-            redact(url)
-        )));
-    }
-    Ok(config)
+/// Where and how to connect: the libpq-style settings, and TLS through rustls
+/// (certificates checked against the system's roots, or the `sslrootcert`
+/// file the URL names; the host name or IP address checked too).
+#[derive(Clone)]
+pub struct Target {
+    config: Config,
+    tls: MakeRustlsConnect,
 }
 
-async fn connect(config: &Config) -> Result<Client, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(io)?;
+type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+impl Target {
+    async fn connect_raw(
+        &self,
+    ) -> Result<(Client, tokio_postgres::Connection<Socket, TlsStream>), StoreError> {
+        self.config.connect(self.tls.clone()).await.map_err(io)
+    }
+}
+
+/// Parses a `postgres://` URL. Beyond what tokio-postgres reads: `sslmode`
+/// `verify-full` and `verify-ca` (both mean TLS required, certificate and host
+/// checked, which is what `require` does here too), and `sslrootcert=PATH`,
+/// the CA certificates (PEM) to trust instead of the system's.
+pub fn parse_url(url: &str) -> Result<Target, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| StoreError::BadUrl(format!("{}: {e}", redact(url)));
+    let mut rootcert = None;
+    let cleaned = match url.split_once('?') {
+        None => url.to_string(),
+        Some((base, query)) => {
+            let mut kept = Vec::new();
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("sslrootcert", path)) => rootcert = Some(std::path::PathBuf::from(path)),
+                    Some(("sslmode", "verify-full" | "verify-ca")) => {
+                        kept.push("sslmode=require".to_string())
+                    }
+                    _ => kept.push(kv.to_string()),
+                }
+            }
+            if kept.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        }
+    };
+    let config = Config::from_str(&cleaned).map_err(|e| bad(&e))?;
+    let roots = match &rootcert {
+        Some(path) => {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?
+            {
+                let cert =
+                    cert.map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(&format!(
+                    "sslrootcert {}: no certificate",
+                    path.display()
+                )));
+            }
+            roots
+        }
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
+        }
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Target {
+        config,
+        tls: MakeRustlsConnect::new(tls),
+    })
+}
+
+async fn connect(config: &Target) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect_raw().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
@@ -309,7 +381,7 @@ struct AppendRequest {
 
 /// A connection that is made again when it breaks.
 struct Reconnecting {
-    config: Config,
+    config: Target,
     client: Mutex<Option<Arc<Client>>>,
 }
 
@@ -327,7 +399,7 @@ impl Reconnecting {
 
 struct Inner {
     reads: Reconnecting,
-    config: Config,
+    config: Target,
     sender: mpsc::Sender<AppendRequest>,
     head: watch::Receiver<Option<u64>>,
     log_id: String,
@@ -363,7 +435,8 @@ impl PostgresStore {
         url: &str,
         metrics: Option<StoreMetrics>,
     ) -> Result<PostgresStore, StoreError> {
-        let mut config = parse_url(url)?;
+        let mut target = parse_url(url)?;
+        let config = &mut target.config;
         // This side notices a server that vanished (no RST) within about half
         // a minute too, instead of the operating system's ten.
         config.keepalives_idle(Duration::from_secs(10));
@@ -371,6 +444,7 @@ impl PostgresStore {
         config.keepalives_retries(3);
         config.tcp_user_timeout(Duration::from_secs(30));
         config.connect_timeout(Duration::from_secs(10));
+        let config = target;
         let mut client = connect(&config).await?;
         let log_id = migrate(&mut client).await?;
         let head = read_head(&client).await?;
@@ -424,7 +498,7 @@ fn advance(head: &watch::Sender<Option<u64>>, to: Option<u64>) {
 
 /// Listens for `NOTIFY authlog_appended` (and polls), so subscriptions on this
 /// node see what other nodes append.
-async fn follow(config: Config, head: Arc<watch::Sender<Option<u64>>>) {
+async fn follow(config: Target, head: Arc<watch::Sender<Option<u64>>>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = Instant::now();
@@ -440,8 +514,8 @@ async fn follow(config: Config, head: Arc<watch::Sender<Option<u64>>>) {
     }
 }
 
-async fn follow_once(config: &Config, head: &watch::Sender<Option<u64>>) -> Result<(), StoreError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(io)?;
+async fn follow_once(config: &Target, head: &watch::Sender<Option<u64>>) -> Result<(), StoreError> {
+    let (client, mut connection) = config.connect_raw().await?;
     let (note_tx, mut note_rx) = mpsc::unbounded_channel::<String>();
     let driver = tokio::spawn(async move {
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -485,7 +559,7 @@ async fn follow_once(config: &Config, head: &watch::Sender<Option<u64>>) -> Resu
 /// Takes appends off the queue in batches of up to [`MAX_BATCH`] and sends each
 /// batch as one call of `authlog_append`.
 async fn writer(
-    config: Config,
+    config: Target,
     mut client: Option<Client>,
     mut receiver: mpsc::Receiver<AppendRequest>,
     head: Arc<watch::Sender<Option<u64>>>,
@@ -825,7 +899,7 @@ impl EventStore for PostgresStore {
     /// A session-level advisory lock on a connection of its own. The lease is
     /// lost when that connection breaks or stops answering.
     async fn try_lease(&self, name: &str, _holder: &str) -> Result<Option<Lease>, StoreError> {
-        let (client, connection) = self.inner.config.connect(NoTls).await.map_err(io)?;
+        let (client, connection) = self.inner.config.connect_raw().await?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let lost_tx = Arc::new(lost_tx);
         let on_close = lost_tx.clone();
@@ -939,8 +1013,23 @@ mod tests {
     fn urls_are_parsed_and_redacted() {
         assert!(parse_url("postgres://authlog:pw@localhost:5432/authlog").is_ok());
         assert!(parse_url("postgresql://localhost/authlog?sslmode=disable").is_ok());
-        let err = parse_url("postgres://a:secret@h/db?sslmode=require").unwrap_err();
-        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(parse_url("postgres://h/db?sslmode=require").is_ok());
+        assert!(parse_url("postgres://h/db?sslmode=verify-full").is_ok());
+        let err = match parse_url(
+            "postgres://a:secret@h/db?sslmode=require&sslrootcert=/nonexistent.pem",
+        ) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a missing sslrootcert is refused"),
+        };
+        assert!(
+            err.contains("sslrootcert") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = match parse_url("postgres://a:secret@h/db?nonsense=1") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("an unknown option is refused"),
+        };
+        assert!(!err.contains("secret"), "{err}");
         assert_eq!(
             redact("postgres://authlog:hunter2@db:5432/x"),
             "postgres://authlog:***@db:5432/x"

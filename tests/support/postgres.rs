@@ -26,8 +26,13 @@ pub async fn fresh_database() -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    format!("{base}/{name}")
+    let (url, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+    let base = url.rsplit_once('/').unwrap().0;
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
 }
 
 /// A PostgreSQL store on a fresh database, every append schema-validated.
