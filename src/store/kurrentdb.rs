@@ -282,43 +282,6 @@ fn checkpoint_state(expected: Option<u64>) -> Option<kdb::StreamState> {
     }
 }
 
-/// The checks embedded.rs makes before anything is written.
-fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidEvent(
-            "an append needs at least one event".into(),
-        ));
-    }
-    if stream.is_empty() || stream.len() > 512 {
-        return Err(StoreError::InvalidEvent(
-            "stream names are 1 to 512 bytes".into(),
-        ));
-    }
-    if let Some(e) = events.iter().find(|e| e.stream != stream) {
-        return Err(StoreError::InvalidEvent(format!(
-            "event {} names stream {:?}, not {stream:?}",
-            e.id, e.stream
-        )));
-    }
-    let mut ids: Vec<u128> = events.iter().map(|e| e.id.as_u128()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() != events.len() {
-        return Err(StoreError::InvalidEvent(
-            "an event id appears twice in one append".into(),
-        ));
-    }
-    if events
-        .iter()
-        .any(|e| e.sidecar.as_ref().is_some_and(Vec::is_empty))
-    {
-        return Err(StoreError::InvalidEvent(
-            "an empty sidecar cannot be stored (it would read back as none)".into(),
-        ));
-    }
-    Ok(())
-}
-
 fn event_data(e: &NewEvent) -> kdb::EventData {
     let data =
         kdb::EventData::binary(e.event_type.as_str(), Bytes::copy_from_slice(&e.body)).id(e.id);
@@ -1082,7 +1045,7 @@ impl EventStore for KurrentStore {
         expected: Expected,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        validate(stream, &events)?;
+        crate::store::validate_append(stream, &events)?;
         let inner = &self.inner;
         let kstream = inner.names.stream(stream);
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
@@ -1629,15 +1592,21 @@ mod tests {
             body: b"{}".to_vec(),
             sidecar: None,
         };
-        assert!(validate("user-a", &[event("user-a")]).is_ok());
+        assert!(crate::store::validate_append("user-a", &[event("user-a")]).is_ok());
         let invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::InvalidEvent(_)));
-        assert!(invalid(validate("user-a", &[])));
-        assert!(invalid(validate("user-z", &[event("user-a")])));
+        assert!(invalid(crate::store::validate_append("user-a", &[])));
+        assert!(invalid(crate::store::validate_append(
+            "user-z",
+            &[event("user-a")]
+        )));
         let e = event("user-a");
-        assert!(invalid(validate("user-a", &[e.clone(), e])));
+        assert!(invalid(crate::store::validate_append(
+            "user-a",
+            &[e.clone(), e]
+        )));
         let mut empty = event("user-a");
         empty.sidecar = Some(Vec::new());
-        assert!(invalid(validate("user-a", &[empty])));
+        assert!(invalid(crate::store::validate_append("user-a", &[empty])));
     }
 
     #[test]

@@ -407,6 +407,45 @@ pub async fn read_whole_stream(
     }
 }
 
+/// What no backend may store, refused before anything is sent: an empty
+/// append, a bad stream name, an event naming another stream, one id twice, an
+/// empty sidecar.
+pub(crate) fn validate_append(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidEvent(
+            "an append needs at least one event".into(),
+        ));
+    }
+    if stream.is_empty() || stream.len() > 512 {
+        return Err(StoreError::InvalidEvent(
+            "stream names are 1 to 512 bytes".into(),
+        ));
+    }
+    if let Some(e) = events.iter().find(|e| e.stream != stream) {
+        return Err(StoreError::InvalidEvent(format!(
+            "event {} names stream {:?}, not {stream:?}",
+            e.id, e.stream
+        )));
+    }
+    let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != events.len() {
+        return Err(StoreError::InvalidEvent(
+            "an event id appears twice in one append".into(),
+        ));
+    }
+    if events
+        .iter()
+        .any(|e| e.sidecar.as_ref().is_some_and(Vec::is_empty))
+    {
+        return Err(StoreError::InvalidEvent(
+            "an empty sidecar cannot be stored (it would read back as none)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `store check` for backends that hand out records through [`EventStore`]
 /// reads only: the whole log in order, with dense seqs, increasing positions,
 /// each stream's revisions contiguous from 0, bodies that parse and name their

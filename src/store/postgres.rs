@@ -710,35 +710,6 @@ async fn commit_batch(
         .collect())
 }
 
-/// Refuses what no backend may store: checked before the batch is sent.
-pub(crate) fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidEvent(
-            "an append needs at least one event".into(),
-        ));
-    }
-    if stream.is_empty() || stream.len() > 512 {
-        return Err(StoreError::InvalidEvent(
-            "stream names are 1 to 512 bytes".into(),
-        ));
-    }
-    if let Some(e) = events.iter().find(|e| e.stream != stream) {
-        return Err(StoreError::InvalidEvent(format!(
-            "event {} names stream {:?}, not {stream:?}",
-            e.id, e.stream
-        )));
-    }
-    let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() != events.len() {
-        return Err(StoreError::InvalidEvent(
-            "an event id appears twice in one append".into(),
-        ));
-    }
-    Ok(())
-}
-
 fn to_recorded(row: &tokio_postgres::Row) -> Recorded {
     let position: i64 = row.get(0);
     let revision: i64 = row.get(2);
@@ -769,7 +740,7 @@ impl EventStore for PostgresStore {
         expected: Expected,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        validate(stream, &events)?;
+        crate::store::validate_append(stream, &events)?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .sender
