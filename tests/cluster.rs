@@ -862,3 +862,30 @@ async fn a_node_behind_a_session_cookie_answers_503_then_serves_it() {
     assert!(to.starts_with("https://app.example/cb"), "{to}");
     app.stop().await;
 }
+
+/// A checkpoint signed on one node is the latest on the other, and the other
+/// node verifies the shared log against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_signed_on_one_node_verifies_on_the_other() {
+    let (_url, a, b) = two_nodes(&[
+        ("AUTHLOG_AUDIT_SIGNING_KEY", crate::audit::AUDIT_KEY),
+        ("AUTHLOG_AUDIT_CHECKPOINT_EVERY_S", "0"),
+    ])
+    .await;
+    setup(&b.base, ADMIN, json!({})).await;
+    let signed: Value = reqwest::Client::new()
+        .post(format!("{}/admin/audit/checkpoint", a.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen: Value = b.get("/admin/audit/checkpoint").await.json().await.unwrap();
+    assert_eq!(seen["tree_size"], signed["tree_size"], "{seen}");
+    assert_eq!(seen["root_hash"], signed["root_hash"]);
+    let v: Value = b.get("/admin/audit/verify").await.json().await.unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["checkpoints_matching"], 1, "{v}");
+}

@@ -527,6 +527,12 @@ fn reader_actor(reader: &Reader) -> Actor {
 
 /// `GET /admin/audit/checkpoint`: the latest.
 async fn latest_checkpoint(_reader: Reader, state: State) -> Result<Response, warp::Rejection> {
+    // On a shared log another node may have signed a newer one.
+    if state.store.is_shared()
+        && let Err(e) = state.audit.load_latest(&state.store).await
+    {
+        return Err(ApiError::Internal(e.to_string()).into());
+    }
     match state.audit.latest().await {
         Some(cp) => Ok(warp::reply::json(&cp).into_response()),
         None if state.audit.key.is_none() => {
