@@ -677,6 +677,17 @@ async fn postgres_over_tls_checks_the_server_certificate() {
         .await
         .unwrap();
     assert_eq!(store.read_all(ReadFrom::Start, 10).await.unwrap().len(), 1);
+    // No sslmode: libpq's `prefer`, encrypted when the server offers TLS
+    // (its certificate unchecked in that mode, as libpq does).
+    let preferring = PostgresStore::open(base, None).await.unwrap();
+    assert_eq!(
+        preferring
+            .read_all(ReadFrom::Start, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -691,7 +702,10 @@ async fn postgres_over_tls_checks_the_server_certificate() {
         .await
         .unwrap();
     let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
-    assert!(encrypted >= 2, "writer and follower over TLS: {encrypted}");
+    assert!(
+        encrypted >= 4,
+        "both stores' writer and follower over TLS: {encrypted}"
+    );
     assert_eq!(plain, 0, "no connection of the store in the clear");
     for refused in [
         format!("{base}?sslmode=require&sslrootcert={other_ca}"),

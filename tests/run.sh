@@ -83,6 +83,12 @@ rm -rf "$pg_dir"
 mkdir -p "$pg_dir"
 [ -z "$pg_user" ] || chown "$pg_user" "$pg_dir"
 as_pg "'$pg_bin/initdb' -D '$pg_dir/data' -A trust -U authlog --no-instructions" >/dev/null
+if ! command -v openssl >/dev/null; then
+    echo "tests/run.sh: installing openssl (Debian package) for the PostgreSQL TLS test"
+    sudo_=""
+    [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq openssl >/dev/null
+fi
 # TLS on, with a CA of the run's own, for the test of TLS to PostgreSQL
 # (ca.pem is what a client trusts; other-ca.pem is one it must refuse).
 (

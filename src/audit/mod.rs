@@ -113,9 +113,16 @@ impl Audit {
             .enumerate()
             .next_back()
             .map(|(i, cp)| (i as u64, cp));
-        let out = latest.as_ref().map(|(_, cp)| cp.clone());
-        *self.latest.lock().await = latest;
-        Ok(out)
+        let mut held = self.latest.lock().await;
+        // Never back: a checkpoint signed here meanwhile may be newer than
+        // what was read.
+        if held
+            .as_ref()
+            .is_none_or(|(r, _)| latest.as_ref().is_some_and(|(n, _)| n >= r))
+        {
+            *held = latest;
+        }
+        Ok(held.as_ref().map(|(_, cp)| cp.clone()))
     }
 
     pub async fn latest(&self) -> Option<Checkpoint> {

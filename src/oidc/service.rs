@@ -356,8 +356,14 @@ async fn session_of(state: &AppState, cookie: Option<&str>) -> Lookup {
     if let Some(p) = position {
         // Only a position the log has reached is worth waiting for: a forged
         // one must not hold the request for the whole wait.
-        let Ok(Some(head)) = state.store.head().await else {
-            return Lookup::None;
+        let head = match state.store.head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Lookup::None,
+            // The store cannot say where the log is: not "signed out".
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the log head for a session");
+                return Lookup::Behind;
+            }
         };
         if p > head.position {
             return Lookup::None;

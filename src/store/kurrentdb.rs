@@ -527,9 +527,21 @@ async fn follow(client: kdb::Client, prefix: String, index: Arc<Index>) {
                 // The server scanned on without finding authlog events: waiters
                 // count that as progress, so a long run of foreign events does
                 // not look like a stalled follower.
-                Ok(kdb::SubscriptionEvent::Checkpoint(_)) => index.touch(),
-                // Confirmations, caught-up and fell-behind notices.
-                Ok(_) => {}
+                Ok(kdb::SubscriptionEvent::Checkpoint(_)) => {
+                    index.touch();
+                    if failing {
+                        index.set_error(None);
+                        failing = false;
+                    }
+                }
+                // Confirmations, caught-up and fell-behind notices: the new
+                // subscription works, whether or not authlog events follow.
+                Ok(_) => {
+                    if failing {
+                        index.set_error(None);
+                        failing = false;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "KurrentDB $all follower: resubscribing");
                     index.set_error(Some(e.to_string()));
@@ -1057,10 +1069,19 @@ impl EventStore for KurrentStore {
             return inner.indexed(original).await;
         }
         let data: Vec<kdb::EventData> = events.iter().map(event_data).collect();
-        let appended =
-            match append_events(&inner.client, &kstream, stream_state(expected), &data).await {
+        // The server makes a resent append idempotent only when it names the
+        // revision it follows: an `Any` append is sent as "after the revision
+        // the stream has now", learnt from the conflict when it moved on.
+        let mut state = match expected {
+            Expected::Any => kdb::StreamState::NoStream,
+            e => stream_state(e),
+        };
+        let mut tries = 0;
+        let appended = loop {
+            tries += 1;
+            match append_events(&inner.client, &kstream, state, &data).await {
                 Ok(written) => {
-                    inner
+                    break inner
                         .read_back(
                             stream,
                             &kstream,
@@ -1068,22 +1089,27 @@ impl EventStore for KurrentStore {
                             &ids,
                             written.next_expected_version,
                         )
-                        .await?
+                        .await?;
                 }
                 Err(kdb::Error::WrongExpectedVersion { current, .. }) => {
-                    match inner.replay(stream, &kstream, expected, &ids).await? {
-                        Some(original) => original,
-                        None => {
-                            return Err(StoreError::Conflict {
-                                stream: stream.to_string(),
-                                expected,
-                                actual: actual_revision(current),
-                            });
-                        }
+                    if let Some(original) = inner.replay(stream, &kstream, expected, &ids).await? {
+                        break original;
                     }
+                    let actual = actual_revision(current);
+                    if expected == Expected::Any && tries < 32 {
+                        state = actual
+                            .map_or(kdb::StreamState::NoStream, kdb::StreamState::StreamRevision);
+                        continue;
+                    }
+                    return Err(StoreError::Conflict {
+                        stream: stream.to_string(),
+                        expected,
+                        actual,
+                    });
                 }
                 Err(e) => return Err(io(e)),
-            };
+            }
+        };
         inner.indexed(appended).await
     }
 
@@ -1349,6 +1375,11 @@ async fn hold_lease(
                 return;
             }
             () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(valid_until) => {
+                tracing::warn!(lease = %kstream, "lease ran out before it was renewed");
+                lost.send_replace(true);
+                return;
+            }
         }
         // This node's own clock bounds the lease: it is given up before the
         // record could look expired to another node (with LEASE_MARGIN for

@@ -200,7 +200,7 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
 /// The URL without its password (in the user part or a `password=`
 /// parameter), for messages.
 pub fn redact(url: &str) -> String {
-    let url = match url.split_once('?') {
+    let url = match query_start(url).map(|q| (&url[..q], &url[q + 1..])) {
         Some((base, query)) => {
             let query: Vec<String> = query
                 .split('&')
@@ -245,22 +245,92 @@ impl Target {
     }
 }
 
-/// Parses a `postgres://` URL. Beyond what tokio-postgres reads: `sslmode`
-/// `verify-full` and `verify-ca` (both mean TLS required, certificate and host
-/// checked, which is what `require` does here too), and `sslrootcert=PATH`,
-/// the CA certificates (PEM) to trust instead of the system's.
+/// Where a URL's query starts: after the user part (whose password may hold
+/// an unencoded `?`), as tokio-postgres reads it.
+fn query_start(url: &str) -> Option<usize> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let host_from = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |a| after_scheme + a + 1);
+    url[host_from..].find('?').map(|q| host_from + q)
+}
+
+/// libpq's `sslmode=prefer` (its default, and here too): TLS when the server
+/// offers it, to keep the traffic from passive listeners, without checking
+/// the certificate (libpq does not check it in this mode either). Handshake
+/// signatures are still verified.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Parses a `postgres://` URL. `sslmode` as in libpq: `disable` never uses
+/// TLS; `prefer` (the default) uses it when offered, unverified; `require`,
+/// `verify-ca` and `verify-full` insist on it and check the certificate chain
+/// and the host name (stricter than libpq's `require` and `verify-ca`),
+/// against the system's roots or the CA certificates (PEM) in
+/// `sslrootcert=PATH`.
 pub fn parse_url(url: &str) -> Result<Target, StoreError> {
     let bad = |e: &dyn std::fmt::Display| StoreError::BadUrl(format!("{}: {e}", redact(url)));
     let mut rootcert = None;
-    let cleaned = match url.split_once('?') {
+    let mut verify = false;
+    let cleaned = match query_start(url) {
         None => url.to_string(),
-        Some((base, query)) => {
+        Some(q) => {
+            let (base, query) = (&url[..q], &url[q + 1..]);
             let mut kept = Vec::new();
             for kv in query.split('&').filter(|kv| !kv.is_empty()) {
                 match kv.split_once('=') {
-                    Some(("sslrootcert", path)) => rootcert = Some(std::path::PathBuf::from(path)),
-                    Some(("sslmode", "verify-full" | "verify-ca")) => {
-                        kept.push("sslmode=require".to_string())
+                    Some(("sslrootcert", _)) => {
+                        let path = form_urlencoded::parse(kv.as_bytes())
+                            .next()
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        rootcert = Some(std::path::PathBuf::from(path));
+                    }
+                    Some(("sslmode", "verify-full" | "verify-ca" | "require")) => {
+                        verify = true;
+                        kept.push("sslmode=require".to_string());
                     }
                     _ => kept.push(kv.to_string()),
                 }
@@ -273,40 +343,37 @@ pub fn parse_url(url: &str) -> Result<Target, StoreError> {
         }
     };
     let config = Config::from_str(&cleaned).map_err(|e| bad(&e))?;
-    let roots = match &rootcert {
-        Some(path) => {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?
-            {
-                let cert =
-                    cert.map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?;
+    let tls = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &rootcert {
+            Some(path) => {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| bad(&format!("sslrootcert {}: {e}", path.display())))?
+                    .filter_map(Result::ok);
+                roots.add_parsable_certificates(certs);
+                if roots.is_empty() {
+                    return Err(bad(&format!(
+                        "sslrootcert {}: no certificate",
+                        path.display()
+                    )));
+                }
             }
-            if roots.is_empty() {
-                return Err(bad(&format!(
-                    "sslrootcert {}: no certificate",
-                    path.display()
-                )));
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             }
-            roots
         }
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            roots
-        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth()
     };
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(&e))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     Ok(Target {
         config,
         tls: MakeRustlsConnect::new(tls),
@@ -1006,6 +1073,11 @@ mod tests {
             "postgres://authlog:***@db:5432/x"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact("postgres://u:p?w@h/db?sslmode=verify-full"),
+            "postgres://u:***@h/db?sslmode=verify-full"
+        );
+        assert!(parse_url("postgres://u:p?w@h/db?sslmode=verify-full").is_ok());
         assert_eq!(
             redact("postgres://u@db/x?sslmode=disable&password=s3cret"),
             "postgres://u@db/x?sslmode=disable&password=***"
