@@ -921,7 +921,10 @@ mod tests {
         let python = std::env::var("AUTHLOG_TEST_PYTHON").unwrap_or_else(|_| {
             panic!("AUTHLOG_TEST_PYTHON is not set: run ./tests/run.sh, which installs ocsf-json-schema for this test")
         });
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ocsf_validate.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/ocsf_validate.py"
+        );
         let file = std::env::temp_dir().join(format!(
             "authlog-ocsf-unit-{}-{}.json",
             std::process::id(),

@@ -28,7 +28,10 @@ impl OcsfSchemas {
         let python = std::env::var("AUTHLOG_TEST_PYTHON").unwrap_or_else(|_| {
             panic!("AUTHLOG_TEST_PYTHON is not set: run ./tests/run.sh, which installs ocsf-json-schema for the OCSF tests")
         });
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ocsf_validate.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/ocsf_validate.py"
+        );
         let mut child = Command::new(&python)
             .args([
                 script,
@@ -57,7 +60,11 @@ impl OcsfSchemas {
         let mut v = self.validator.lock().unwrap();
         let mut line = serde_json::to_string(&json!({"label": label, "event": event})).unwrap();
         line.push('\n');
-        if let Err(e) = v.stdin.write_all(line.as_bytes()).and_then(|_| v.stdin.flush()) {
+        if let Err(e) = v
+            .stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| v.stdin.flush())
+        {
             return vec![format!("the OCSF validator is gone: {e}")];
         }
         let mut answer = String::new();
