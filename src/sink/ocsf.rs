@@ -732,7 +732,11 @@ pub fn map(envelope: &Value, r: &Recorded) -> Result<Value, String> {
                 info["first_seen_time"] = json!(s);
             }
             put("finding_info", info);
-            put("is_alert", json!(true));
+            // An alertable signal; not a type a later catalogue adds that
+            // lands here unmapped.
+            if event_type == "security.throttled" {
+                put("is_alert", json!(true));
+            }
             let evidence = match text(&data, "ip") {
                 Some(ip) => endpoint(ip),
                 None => json!({"name": "unknown"}),
