@@ -20,11 +20,14 @@ fi
 
 # An independent OIDC relying-party library, reused between runs.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import authlib, requests, yaml" 2>/dev/null; then
-    echo "tests/run.sh: installing authlib for the interoperability test"
+# Reinstalled whenever tests/interop/requirements.txt changes.
+req_sum="$(sha256sum tests/interop/requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$req_sum" ] || ! "$venv/bin/python" -c "import authlib" 2>/dev/null; then
+    echo "tests/run.sh: installing the Python test packages (authlib, ocsf-json-schema, ...) into $venv"
     mkdir -p target
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+    echo "$req_sum" > "$venv/.requirements"
 fi
 export AUTHLOG_TEST_PYTHON="$PWD/$venv/bin/python"
 
