@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use crate::support::oidc::{PASSWORD, pkce, query, setup};
+use crate::support::oidc::{PASSWORD, pkce, setup};
 use crate::support::spawn_app_in;
 
 fn env(name: &str) -> String {
@@ -16,75 +16,128 @@ fn env(name: &str) -> String {
     })
 }
 
+/// A person signs in the way client applications send them: from a link on
+/// the application's own site, another site than authlog's (the application
+/// runs at `http://localhost:PORT`, authlog at `http://127.0.0.1:PORT`), in
+/// headless Chromium with authlog's cookies under the browser's SameSite rules
+/// and the pages' CSP enforced. tests/browser/crosssite.mjs plays the
+/// application (it redeems the code itself) and the person: sign-in with login
+/// and consent, SSO from the application's page, RP-initiated logout POSTed by
+/// the application's form, and a plain logout link with its confirmation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_signs_in_with_chromium() {
+async fn a_person_signs_in_and_out_from_the_client_site_in_chromium() {
     let (chromium, node) = (env("AUTHLOG_TEST_CHROMIUM"), env("AUTHLOG_TEST_NODE"));
     let dir = tempfile::tempdir().unwrap();
-    let shots = tempfile::tempdir().unwrap();
+    let shots = shots_dir("crosssite");
     let app = spawn_app_in(dir.path()).await;
-    // A native-style loopback redirect: nothing listens there; the browser's
-    // request to it is what the script waits for.
+    let rp_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let rp_origin = format!("http://localhost:{rp_port}");
     let rp = setup(
         &app.url(""),
         &app.admin_token,
-        json!({"redirect_uris": ["http://127.0.0.1/cb"], "application_type": "native"}),
+        json!({
+            "redirect_uris": [format!("{rp_origin}/cb")],
+            "post_logout_redirect_uris": [format!("{rp_origin}/bye")],
+        }),
     )
     .await;
-    let (verifier, challenge) = pkce();
-    let redirect = "http://127.0.0.1:9/cb";
-    let auth = format!(
-        "{}/oidc/oauth2/auth?response_type=code&client_id={}&redirect_uri={}&scope=openid%20email&state=s1&nonce=n1&code_challenge={challenge}&code_challenge_method=S256",
-        app.url(""),
-        rp.client_id,
-        form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/signin.mjs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/crosssite.mjs");
     let out = tokio::process::Command::new(node)
         .args([
             script,
             &chromium,
-            &auth,
+            &app.url("/oidc"),
+            &rp_port.to_string(),
+            &rp.client_id,
+            rp.client_secret.as_deref().unwrap(),
             &rp.username,
             PASSWORD,
-            redirect,
-            &shots.path().display().to_string(),
+            &shots.display().to_string(),
         ])
         .output()
         .await
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        "the browser run failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["errors"], json!([]), "{seen:#}");
     assert_eq!(
         seen["csp_violations"],
         json!([]),
-        "the pages' CSP blocked something"
+        "the pages' CSP blocked something: {seen:#}"
     );
-    let back = seen["redirect"].as_str().unwrap();
-    let q = query(back);
-    assert_eq!(q["state"], "s1");
-    assert_eq!(q["iss"], app.url("/oidc"));
-    // The code the browser carried back is good.
-    let r = rp
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", redirect),
-            ("code_verifier", &verifier),
-        ])
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    for shot in ["login.png", "consent.png"] {
+    let steps = seen["steps"].as_array().unwrap();
+    for width in [1280, 375] {
+        let step = |name: &str| {
+            steps
+                .iter()
+                .find(|s| s["name"] == name && s["width"] == width)
+                .unwrap_or_else(|| panic!("no step {name} at {width}: {seen:#}"))
+                .clone()
+        };
+        let signin = step("sign-in");
+        assert_eq!(
+            signin["who"],
+            json!(rp.user_id),
+            "signed in from the client's site: {signin}"
+        );
+        assert_eq!(signin["nonce_ok"], "true");
+        // The first pass asks for consent; the second (another browser) has it.
+        assert_eq!(signin["consented"], json!(width == 1280), "{signin}");
+        let sso = step("sso");
+        assert_eq!(sso["url_path"], "/cb", "SSO went straight back: {sso}");
+        assert_eq!(sso["who"], json!(rp.user_id));
+        assert_eq!(step("logout-post")["state"], "bye-state");
+        assert_eq!(
+            step("after-logout")["url_path"],
+            "/oidc/login",
+            "the POSTed logout ended the session"
+        );
+        assert_eq!(step("sign-in-again")["who"], json!(rp.user_id));
+        assert_eq!(step("logout-confirmed")["text"], "Signed out");
+        assert_eq!(step("after-confirmed-logout")["url_path"], "/oidc/login");
+    }
+    // Each logout ended a session in the log, by the user.
+    let log = app.log().await;
+    let ended: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|e| e["type"] == "session.ended" && e["subject"] == json!(rp.user_id))
+        .collect();
+    assert_eq!(ended.len(), 4, "two logouts in each of two browsers");
+    for shot in [
+        "login-1280",
+        "login-375",
+        "consent-1280",
+        "signed-in-375",
+        "logout-confirm-375",
+    ] {
         assert!(
-            std::fs::metadata(shots.path().join(shot)).unwrap().len() > 1000,
+            std::fs::metadata(shots.join(format!("{shot}.png")))
+                .unwrap()
+                .len()
+                > 1000,
             "{shot} was rendered"
         );
     }
     app.stop().await;
+}
+
+/// Where a browser test keeps its screenshots: `target/screenshots/NAME`, kept
+/// after the run so people can look at them.
+fn shots_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// The compliance officer's page in headless Chromium (tests/browser/audit.mjs):

@@ -402,13 +402,28 @@ async fn the_admin_client_lifecycle() {
         &app,
         reqwest::Method::PUT,
         &format!("/admin/clients/{}", rp.client_id),
-        Some(json!({"client_name": "x", "redirect_uris": ["http://localhost/cb"]})),
+        Some(json!({"client_name": "x", "redirect_uris": ["http://app.example/cb"]})),
     )
     .await;
     assert_eq!(
         (s, v["error"].as_str().unwrap()),
         (StatusCode::BAD_REQUEST, "invalid_redirect_uri")
     );
+    // The test server's issuer is http on loopback (a developer's machine):
+    // web clients may register the loopback callbacks quick starts use.
+    for dev in [
+        "http://localhost:3000/callback",
+        "http://127.0.0.1:3000/callback",
+    ] {
+        let (s, v) = admin(
+            &app,
+            reqwest::Method::POST,
+            "/admin/clients",
+            Some(json!({"client_name": "dev", "redirect_uris": [dev]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{dev}: {v}");
+    }
 
     // Secret rotation: the old secret stops at once; with grace it keeps working.
     let (s, v) = admin(

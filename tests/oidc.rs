@@ -600,7 +600,13 @@ async fn the_token_endpoint_refuses_every_mismatch() {
         .send()
         .await
         .unwrap();
-    assert_eq!(err(r).await.1, "invalid_client");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_client");
+    assert_eq!(
+        v["error_description"],
+        "client authentication failed: this client is registered for client_secret_basic, not client_secret_post",
+        "the description says which method the client is registered for"
+    );
     // Bad verifier, bad redirect_uri, repeated parameter, unknown grant type.
     assert_eq!(
         err(rp.redeem(&code, &"x".repeat(43)).await).await.1,
@@ -1556,7 +1562,7 @@ async fn https_issuers_get_host_prefixed_secure_cookies() {
         binding.starts_with("__Host-authlog_browser=")
             && binding.contains("; Secure")
             && binding.contains("Path=/")
-            && binding.contains("SameSite=Strict"),
+            && binding.contains("SameSite=Lax"),
         "{binding}"
     );
     let pair = binding.split(';').next().unwrap().to_string();
@@ -1594,5 +1600,16 @@ async fn https_issuers_get_host_prefixed_secure_cookies() {
             && session.contains("HttpOnly"),
         "{session}"
     );
+    // Loopback http callbacks are for a developer's http issuer, never an https one.
+    let r = reqwest::Client::new()
+        .post(app.url("/admin/clients"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"client_name": "dev", "redirect_uris": ["http://localhost:3000/callback"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_redirect_uri", "{v}");
     app.stop().await;
 }

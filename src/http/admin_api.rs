@@ -250,74 +250,6 @@ pub struct ClientRequest {
 /// servers); only an administrator can register a client with it.
 pub const INTROSPECTION_SCOPE: &str = "introspection";
 
-/// Checks a redirect URI: absolute, no fragment; web clients https (loopback
-/// http allowed for development); native clients loopback IPs or private-use
-/// schemes, never `http://localhost` (RFC 8252 §8.3).
-pub fn check_redirect_uri(uri: &str, application_type: &str) -> Result<(), String> {
-    if uri.len() > 2000 {
-        return Err("redirect URIs are at most 2000 characters".into());
-    }
-    if uri.contains('#') {
-        return Err(format!("{uri}: redirect URIs cannot have a fragment"));
-    }
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err(format!("{uri}: not an absolute URI"));
-    };
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
-        return Err(format!("{uri}: not an absolute URI"));
-    }
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{}: spaces and control characters are not allowed",
-            uri.trim()
-        ));
-    }
-    // The authority, if any: no user-info part (`user@host` hides the real host).
-    if let Some(after) = rest.strip_prefix("//") {
-        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
-        if authority.contains('@') {
-            return Err(format!(
-                "{uri}: redirect URIs cannot carry user information"
-            ));
-        }
-    }
-    // Loopback: exactly the IP literal, then an optional numeric port.
-    let loopback = ["http://127.0.0.1", "http://[::1]"].iter().any(|prefix| {
-        uri.strip_prefix(prefix).is_some_and(|rest| {
-            let (port, tail) = match rest.strip_prefix(':') {
-                Some(p) => {
-                    let end = p.find(['/', '?']).unwrap_or(p.len());
-                    (Some(&p[..end]), &p[end..])
-                }
-                None => (None, rest),
-            };
-            port.is_none_or(|p| {
-                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-            }) && (tail.is_empty() || tail.starts_with(['/', '?']))
-        })
-    });
-    if uri.starts_with("http://localhost") {
-        return Err(format!(
-            "{uri}: use http://127.0.0.1 or http://[::1] rather than localhost (RFC 8252 §8.3)"
-        ));
-    }
-    match (application_type, scheme) {
-        (_, "https") if rest.starts_with("//") && rest.len() > 2 => Ok(()),
-        // Loopback redirects are for apps on the user's device (RFC 8252 §7.3).
-        ("native", "http") if loopback => Ok(()),
-        // Private-use URI schemes in reverse-DNS form (RFC 8252 §7.1).
-        ("native", s) if s.contains('.') => Ok(()),
-        ("web", "http") => Err(format!("{uri}: web clients use https redirect URIs")),
-        _ => Err(format!(
-            "{uri}: not an allowed redirect URI for a {application_type} client"
-        )),
-    }
-}
-
 pub fn client_json(c: &Client) -> serde_json::Value {
     let mut v = serde_json::to_value(&c.metadata).unwrap_or(json!({}));
     if let Some(o) = v.as_object_mut() {
@@ -333,11 +265,31 @@ pub fn client_json(c: &Client) -> serde_json::Value {
     v
 }
 
+/// What client validation depends on besides the metadata itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRules {
+    /// An administrator is registering or changing the client.
+    pub admin: bool,
+    /// The issuer is `http://` on a loopback address (a developer's machine):
+    /// web clients may use loopback http redirect URIs.
+    pub dev_loopback: bool,
+}
+
+impl ClientRules {
+    pub fn for_state(state: &State, admin: bool) -> ClientRules {
+        ClientRules {
+            admin,
+            dev_loopback: crate::oidc::redirect_uri::is_dev_issuer(&state.config.issuer),
+        }
+    }
+}
+
 /// Validates client metadata with RFC 7591 error codes; fills defaults.
 pub fn validate_client(
     req: ClientRequest,
-    admin: bool,
+    rules: ClientRules,
 ) -> Result<ClientMetadata, (&'static str, String)> {
+    let admin = rules.admin;
     let bad = |d: String| ("invalid_client_metadata", d);
     let name = req.client_name.trim().to_string();
     if name.is_empty() || name.chars().count() > 128 {
@@ -419,7 +371,8 @@ pub fn validate_client(
         .iter()
         .chain(req.post_logout_redirect_uris.iter())
     {
-        check_redirect_uri(uri, &application_type).map_err(|d| ("invalid_redirect_uri", d))?;
+        crate::oidc::redirect_uri::check(uri, &application_type, rules.dev_loopback)
+            .map_err(|d| ("invalid_redirect_uri", d))?;
     }
     let scope = req
         .scope
@@ -542,7 +495,7 @@ async fn create_client(
     token: String,
     body: ClientRequest,
 ) -> Result<Response, warp::Rejection> {
-    let metadata = match validate_client(body, true) {
+    let metadata = match validate_client(body, ClientRules::for_state(&state, true)) {
         Ok(m) => m,
         Err((code, d)) => return Ok(metadata_error(code, &d)),
     };
@@ -603,7 +556,7 @@ pub async fn update_client(
     admin_call: bool,
 ) -> Result<Response, ApiError> {
     let skip_given = body.skip_consent.is_some();
-    let metadata = match validate_client(body, admin_call) {
+    let metadata = match validate_client(body, ClientRules::for_state(state, admin_call)) {
         Ok(m) => m,
         Err((code, d)) => return Ok(metadata_error(code, &d)),
     };
@@ -867,30 +820,4 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .unify()
         .or(rotate_secret)
         .unify()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_uri_rules() {
-        assert!(check_redirect_uri("https://app.example/cb", "web").is_ok());
-        assert!(
-            check_redirect_uri("http://127.0.0.1:8000/cb", "web").is_err(),
-            "web clients are https only"
-        );
-        assert!(check_redirect_uri("http://127.0.0.1:8000/cb", "native").is_ok());
-        assert!(check_redirect_uri("http://127.0.0.1:80@evil.example/cb", "native").is_err());
-        assert!(check_redirect_uri("https://user@app.example/cb", "web").is_err());
-        assert!(check_redirect_uri("https://app.example/c b", "web").is_err());
-        assert!(check_redirect_uri("http://[::1]/cb", "native").is_ok());
-        assert!(check_redirect_uri("com.example.app:/oauth2redirect", "native").is_ok());
-        assert!(check_redirect_uri("http://app.example/cb", "web").is_err());
-        assert!(check_redirect_uri("http://localhost:3000/cb", "native").is_err());
-        assert!(check_redirect_uri("https://app.example/cb#x", "web").is_err());
-        assert!(check_redirect_uri("/relative", "web").is_err());
-        assert!(check_redirect_uri("com.example.app:/cb", "web").is_err());
-        assert!(check_redirect_uri("http://127.0.0.1.evil.example/cb", "native").is_err());
-    }
 }

@@ -115,6 +115,14 @@ fn browser_cookie_name(state: &State) -> String {
 }
 
 /// Sets the browser binding cookie if this request minted it.
+///
+/// `SameSite=Lax`, not `Strict`: a sign-in starts with a cross-site
+/// navigation (the user clicks "Sign in" on the client's page), and browsers
+/// withhold Strict cookies for that whole redirect chain, so the form would be
+/// bound to a value its own POST never carries. Lax cookies travel on
+/// top-level GET navigations and on authlog's own form posts, and are
+/// withheld from cross-site POSTs, which is all login-CSRF defence needs: a
+/// forged cross-site form post arrives without the binding.
 fn bind(state: &State, ctx: &Ctx, res: Response) -> Response {
     if !ctx.browser_fresh {
         return res;
@@ -127,7 +135,7 @@ fn bind(state: &State, ctx: &Ctx, res: Response) -> Response {
     with_cookie(
         res,
         &format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
             browser_cookie_name(state),
             ctx.browser
         ),
@@ -1008,11 +1016,21 @@ async fn authenticated_client(
             Ok((format!("client-{cid}"), env))
         })
         .await;
+        // The registered method is no secret, and naming it saves a developer
+        // an afternoon; which part of a secret was wrong is never said.
+        let description = if reason == "method_not_allowed" {
+            format!(
+                "client authentication failed: this client is registered for {}, not {method}",
+                client.metadata.token_endpoint_auth_method
+            )
+        } else {
+            "client authentication failed".to_string()
+        };
         return Err(token_error(
             TokenError {
                 status: 401,
                 error: "invalid_client",
-                description: "client authentication failed".into(),
+                description,
             },
             basic,
         ));
@@ -1433,10 +1451,32 @@ async fn logout(
     let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
         return views_behind();
     };
-    // Without a valid hint naming this session's user, ask the user first.
+    // The session the hint names. A client's logout form POSTs across sites,
+    // and browsers withhold the SameSite=Lax session cookie from such a POST:
+    // the hint's `sid` is then the only way to find the session to end.
+    let hinted_session = match hinted
+        .as_ref()
+        .and_then(|h| h.sid.clone().map(|sid| (sid, h.sub.clone())))
+    {
+        Some((sid, sub)) => {
+            service::view_lookup(&state, |v| {
+                v.sessions
+                    .get(&sid, service::now())
+                    .filter(|s| s.user_id == sub)
+                    .cloned()
+            })
+            .await
+        }
+        None => None,
+    };
+    // Without a valid hint naming this session's user, ask the user first; and
+    // with a hint but no session to end (the browser's cookie was withheld, the
+    // hinted one is over), ask too rather than claim a sign-out that did not
+    // happen: the confirmation is a same-site form, which carries the cookie.
     let trusted = hinted
         .as_ref()
-        .is_some_and(|h| session.as_ref().is_none_or(|s| s.user_id == h.sub));
+        .is_some_and(|h| session.as_ref().is_none_or(|s| s.user_id == h.sub))
+        && (session.is_some() || hinted_session.is_some());
     if !trusted {
         let Some(tx) = state.oidc.transactions.start(
             ctx.ip,
@@ -1456,20 +1496,28 @@ async fn logout(
         let target = t.logout.and_then(|l| l.redirect);
         return html::allow_form_target(page, target.as_deref());
     }
-    finish_logout(&state, &ctx, session, redirect_to).await
+    // The browser's session and the one the hint names (the same, or another
+    // session of the same user that the client took part in) both end.
+    let mut sessions: Vec<Session> = session.into_iter().collect();
+    if let Some(h) = hinted_session
+        && !sessions.iter().any(|s| s.id == h.id)
+    {
+        sessions.push(h);
+    }
+    finish_logout(&state, &ctx, sessions, redirect_to).await
 }
 
 async fn finish_logout(
     state: &State,
     ctx: &Ctx,
-    session: Option<Session>,
+    sessions: Vec<Session>,
     redirect_to: Option<String>,
 ) -> Response {
     let mut res = match &redirect_to {
         Some(uri) => redirect(uri),
         None => html::message_page("Signed out", "You are signed out."),
     };
-    if let Some(s) = session {
+    for s in sessions {
         let actor = Actor {
             kind: ActorKind::User,
             id: s.user_id.clone(),
@@ -1521,8 +1569,13 @@ fn logout_route(
                         else {
                             return views_behind();
                         };
-                        finish_logout(&state, &ctx, session, t.logout.and_then(|l| l.redirect))
-                            .await
+                        finish_logout(
+                            &state,
+                            &ctx,
+                            session.into_iter().collect(),
+                            t.logout.and_then(|l| l.redirect),
+                        )
+                        .await
                     }
                     _ => logout(state, ctx, cookie, f).await,
                 }

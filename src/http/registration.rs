@@ -135,15 +135,16 @@ async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Byt
         Ok(r) => r,
         Err(res) => return res,
     };
-    let metadata = match admin_api::validate_client(req, false) {
-        Ok(m) => m,
-        Err((code, d)) => {
-            return json_status(
-                json!({"error": code, "error_description": d}),
-                StatusCode::BAD_REQUEST,
-            );
-        }
-    };
+    let metadata =
+        match admin_api::validate_client(req, admin_api::ClientRules::for_state(&state, false)) {
+            Ok(m) => m,
+            Err((code, d)) => {
+                return json_status(
+                    json!({"error": code, "error_description": d}),
+                    StatusCode::BAD_REQUEST,
+                );
+            }
+        };
     let actor = Actor {
         kind: ActorKind::System,
         id: "dynamic-registration".into(),

@@ -7,6 +7,7 @@
 
 pub mod grant;
 pub mod html;
+pub mod redirect_uri;
 pub mod request;
 pub mod runtime;
 pub mod service;
