@@ -326,6 +326,11 @@ impl Application {
         wrap: impl FnOnce(DynStore) -> DynStore,
     ) -> Result<Application, StartError> {
         create_data_dir(&config.data_dir)?;
+        if config.issuer.starts_with("https://") && config.login.trusted_proxies.is_empty() {
+            tracing::warn!(
+                "the issuer is https but login.trusted_proxies is empty: behind the TLS-terminating proxy this implies, every user shares the proxy's address, so per-address throttles and the audit trail see one address; trust the proxy (an address or CIDR range)"
+            );
+        }
         let metrics = Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?;
         let store = wrap(open_store(&config, Some(&metrics), OpenMode::Create).await?);
         if store.is_shared() {

@@ -221,14 +221,89 @@ pub struct LoginConfig {
     pub max_failures: u32,
     /// How long a lock lasts.
     pub lock_s: i64,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed: addresses
+    /// or CIDR ranges (an ingress's pod network, `10.0.0.0/8`).
+    pub trusted_proxies: Vec<Cidr>,
     /// The header those proxies set: `x-forwarded-for` or `forwarded`.
     pub proxy_header: String,
     /// Password hashes computed at once at most; more wait in a queue of this
     /// size, beyond which requests get 503.
     pub hash_workers: usize,
     pub hash_queue: usize,
+}
+
+/// An address range: `192.0.2.0/24`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| "not an IP address or CIDR range".to_string())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: String| serde::de::Error::custom(format!("trusted proxy: {e}")))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -751,6 +826,41 @@ mod tests {
             .to_string();
             assert!(err.contains("may not turn off"), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidr_ranges() {
+        let c = Config::load(
+            None,
+            env(&[(
+                "AUTHLOG_LOGIN_TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.0.2.7, 2001:db8::/32",
+            )]),
+        )
+        .unwrap();
+        let t = &c.login.trusted_proxies;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(t[0].contains(ip("10.200.3.4")));
+        assert!(!t[0].contains(ip("11.0.0.1")));
+        assert!(t[0].contains(ip("::ffff:10.1.1.1")));
+        assert!(t[1].contains(ip("192.0.2.7")) && !t[1].contains(ip("192.0.2.8")));
+        assert!(t[2].contains(ip("2001:db8:ffff::1")) && !t[2].contains(ip("2001:db9::1")));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains(ip("203.0.113.9"))
+        );
+        for bad in ["10.0.0.0/33", "10.0.0/8", "proxy.example", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert!(
+            Config::load(
+                None,
+                env(&[("AUTHLOG_LOGIN_TRUSTED_PROXIES", "10.0.0.0/99")])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -692,41 +692,84 @@ fn rp_clone(rp: &Rp) -> Rp {
     }
 }
 
+/// One sign-in attempt in a fresh browser from `ip` (the test server trusts
+/// 127.0.0.0/8 as a proxy, so `X-Forwarded-For` names the address): status,
+/// page, and `Retry-After`.
+async fn attempt(
+    app: &TestApp,
+    rp: &Rp,
+    username: &str,
+    password: &str,
+    ip: &str,
+) -> (StatusCode, String, Option<u64>) {
+    let (_, ch) = pkce();
+    let b = browser();
+    let r = b
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap();
+    let page = b
+        .get(app.url(&location(&r)))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(app.url("/oidc/login"))
+        .header("x-forwarded-for", ip)
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (r.status(), r.text().await.unwrap(), retry)
+}
+
+/// Attempts until one is not throttled, waiting what `Retry-After` says.
+async fn attempt_past_throttle(
+    app: &TestApp,
+    rp: &Rp,
+    username: &str,
+    password: &str,
+    ip: &str,
+) -> (StatusCode, String) {
+    loop {
+        let (s, page, retry) = attempt(app, rp, username, password, ip).await;
+        if s != StatusCode::TOO_MANY_REQUESTS {
+            return (s, page);
+        }
+        tokio::time::sleep(Duration::from_secs(retry.unwrap())).await;
+    }
+}
+
+/// Settings that trust the test client (127.0.0.1) as a proxy, so
+/// `X-Forwarded-For` can name other addresses.
+fn proxied(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("AUTHLOG_LOGIN_TRUSTED_PROXIES", "127.0.0.0/8")];
+    v.extend_from_slice(extra);
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_failures_look_alike_and_lock_the_account() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), &[("AUTHLOG_LOGIN_MAX_FAILURES", "3")]).await;
+    let settings = proxied(&[("AUTHLOG_LOGIN_MAX_FAILURES", "3")]);
+    let app = spawn_app_with(dir.path(), &settings).await;
     let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
     let (_, ch) = pkce();
-    let try_login = |username: String, password: &'static str| {
-        let url = rp.auth_url(&ch, "openid", &[]);
-        let base = app.url("");
-        async move {
-            // A fresh browser (and tx) each time; the same IP, so throttling applies.
-            let b = browser();
-            let r = b.get(&url).send().await.unwrap();
-            let page = b
-                .get(format!("{base}{}", location(&r)))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let r = b
-                .post(format!("{base}/oidc/login"))
-                .form(&[
-                    ("username", username.as_str()),
-                    ("password", password),
-                    ("tx", &field(&page, "tx")),
-                    ("csrf", &field(&page, "csrf")),
-                ])
-                .send()
-                .await
-                .unwrap();
-            (r.status(), r.text().await.unwrap())
-        }
-    };
     // A forged CSRF token is refused before anything is checked.
     let b = browser();
     let r = b.get(rp.auth_url(&ch, "openid", &[])).send().await.unwrap();
@@ -751,20 +794,17 @@ async fn login_failures_look_alike_and_lock_the_account() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    let (s1, unknown) = try_login("nobody-here".into(), "whatever1").await;
+    let ip = "198.51.100.20";
+    let (s1, unknown, _) = attempt(&app, &rp, "nobody-here", "whatever1", ip).await;
     assert_eq!(s1, StatusCode::UNAUTHORIZED);
-    for _ in 0..2 {
-        let (s, wrong) = try_login(rp.username.clone(), "wrong-password").await;
+    for _ in 0..3 {
+        let (s, wrong) = attempt_past_throttle(&app, &rp, &rp.username, "wrong-password", ip).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
         assert!(
             wrong.contains("Wrong username or password.")
                 && unknown.contains("Wrong username or password.")
         );
     }
-    // The per-IP delay now applies: wait it out rather than fight it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (s, _) = try_login(rp.username.clone(), "wrong-password").await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let r = reqwest::Client::new()
         .get(app.url(&format!("/admin/users/{}", rp.user_id)))
         .bearer_auth(&app.admin_token)
@@ -776,15 +816,32 @@ async fn login_failures_look_alike_and_lock_the_account() {
         true,
         "3 failures lock the account"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    // Locked: the right password gets exactly the wrong-password answer.
-    let (s, locked) = try_login(rp.username.clone(), PASSWORD).await;
+    // Locked: a wrong password still gets the wrong-password answer; the right
+    // one is told the account is locked and until when (it reveals nothing to
+    // someone without the password), and no session starts.
+    let (s, page) =
+        attempt_past_throttle(&app, &rp, &rp.username, "wrong-again", "198.51.100.21").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(locked.contains("Wrong username or password."));
-    // Too fast again: 429 with Retry-After, no event.
+    assert!(page.contains("Wrong username or password."), "{page}");
+    let (s, locked) =
+        attempt_past_throttle(&app, &rp, &rp.username, PASSWORD, "198.51.100.22").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{locked}");
+    assert!(
+        locked.contains("This account is locked after too many failed sign-ins, until ")
+            && locked.contains(" UTC."),
+        "{locked}"
+    );
+    // Too fast again: 429 with a Retry-After in whole seconds, said in words, no event.
     let before = app.store.head().await.unwrap().unwrap().seq;
-    let (s, _) = try_login(rp.username.clone(), PASSWORD).await;
+    let (s, page, retry) = attempt(&app, &rp, &rp.username, PASSWORD, "198.51.100.22").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let retry = retry.unwrap();
+    let words = if retry == 1 {
+        "1 second".to_string()
+    } else {
+        format!("{retry} seconds")
+    };
+    assert!(page.contains(&format!("Try again in {words}.")), "{page}");
     assert_eq!(app.store.head().await.unwrap().unwrap().seq, before);
 
     let events = app
@@ -812,8 +869,15 @@ async fn login_failures_look_alike_and_lock_the_account() {
         envs.iter()
             .any(|e| e.reason.as_deref() == Some("user_locked"))
     );
-    // An admin unlocks.
-    let r = reqwest::Client::new()
+    assert!(
+        !envs
+            .iter()
+            .any(|e| e.event_type == authlog_schemas::EventType::LoginSucceeded),
+        "no session started while locked"
+    );
+    // An admin unlocks; then disables: the right password says so.
+    let admin = reqwest::Client::new();
+    let r = admin
         .post(app.url(&format!("/admin/users/{}/unlock", rp.user_id)))
         .bearer_auth(&app.admin_token)
         .send()
@@ -823,6 +887,211 @@ async fn login_failures_look_alike_and_lock_the_account() {
         r.json::<serde_json::Value>().await.unwrap()["locked"],
         false
     );
+    let r = admin
+        .post(app.url(&format!("/admin/users/{}/disable", rp.user_id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, page) =
+        attempt_past_throttle(&app, &rp, &rp.username, "not-it-at-all", "198.51.100.23").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("Wrong username or password."), "{page}");
+    let (s, page) = attempt_past_throttle(&app, &rp, &rp.username, PASSWORD, "198.51.100.24").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        page.contains("This account is disabled. Contact your administrator."),
+        "{page}"
+    );
+    app.stop().await;
+}
+
+/// A burst of parallel guesses from many addresses verifies at most
+/// `login.max_failures` of them before the lock, and a right password that
+/// arrives after the lock is refused: the decision is made after the hash,
+/// on the account as it then is, with the checks in flight bounded per account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_guesses_cannot_outrun_the_lockout() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = proxied(&[]);
+    let app = spawn_app_with(dir.path(), &settings).await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let locked_now = || async {
+        reqwest::Client::new()
+            .get(app.url(&format!("/admin/users/{}", rp.user_id)))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["locked"]
+            == true
+    };
+    // Rounds of 12 parallel guesses from 12 addresses, each round after the
+    // throttle's wait, until the account locks.
+    let mut answered = 0;
+    for round in 0..12 {
+        let guesses: Vec<_> =
+            (0..12)
+                .map(|i| {
+                    let ip = format!("203.0.113.{}", 10 + i);
+                    let (app, rp) = (&app, &rp);
+                    async move {
+                        attempt(app, rp, &rp.username, &format!("guess-{round}-{i}"), &ip).await
+                    }
+                })
+                .collect();
+        let results = futures_util::future::join_all(guesses).await;
+        answered += results
+            .iter()
+            .filter(|(s, _, _)| *s == StatusCode::UNAUTHORIZED)
+            .count();
+        if locked_now().await {
+            break;
+        }
+        let wait = results.iter().filter_map(|(_, _, r)| *r).max().unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    assert!(locked_now().await, "the guesses locked the account");
+    let log = app.log().await;
+    let of_user = |t: &str, reason: Option<&str>| {
+        log.iter()
+            .filter(|e| {
+                e["type"] == t
+                    && e["subject"] == json!(rp.user_id)
+                    && reason.is_none_or(|r| e["reason"] == r)
+            })
+            .count()
+    };
+    let counted = of_user("login.failed", Some("invalid_credentials"));
+    eprintln!("burst: {answered} answered 401, {counted} counted as invalid_credentials");
+    assert_eq!(
+        counted, 5,
+        "exactly login.max_failures guesses were verified against the unlocked account"
+    );
+    assert_eq!(of_user("user.locked", None), 1);
+    // Guesses verified during the lock are bounded too (at most max_failures more).
+    assert!(of_user("login.failed", Some("user_locked")) <= 5);
+    let (s, page) = attempt_past_throttle(&app, &rp, &rp.username, PASSWORD, "203.0.113.99").await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the right password after the lock: {page}"
+    );
+    assert_eq!(of_user("login.succeeded", None), 0);
+    app.stop().await;
+}
+
+/// People behind one address (an office, an ingress) are not held back by
+/// each other's typos, a sign-in with the right password goes through while a
+/// colleague is throttled, and floods of anonymous form views or
+/// authorization requests from that address crowd out no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_shared_by_many_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = proxied(&[]);
+    let app = spawn_app_with(dir.path(), &settings).await;
+    let rp = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let colleague = setup(&app.url(""), &app.admin_token, json!({})).await;
+    let office = "192.0.2.50";
+    // One person makes typos until throttled.
+    let mut throttled = None;
+    for _ in 0..8 {
+        let (s, page, retry) = attempt(&app, &rp, &rp.username, "typo-typo", office).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some((page, retry.unwrap()));
+            break;
+        }
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (page, retry) = throttled.expect("typos get throttled");
+    let words = if retry == 1 {
+        "1 second".to_string()
+    } else {
+        format!("{retry} seconds")
+    };
+    assert!(page.contains(&format!("Try again in {words}.")), "{page}");
+    // A colleague at the same address signs in at once.
+    let (s, page, _) = attempt(&app, &colleague, &colleague.username, PASSWORD, office).await;
+    assert_eq!(s, StatusCode::FOUND, "the colleague was held back: {page}");
+    // 500 anonymous views of the login page store nothing, and 300 authorization
+    // requests from the same address (no cap per address) leave room for one more.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for _ in 0..500 {
+        let r = plain
+            .get(app.url("/oidc/login"))
+            .header("x-forwarded-for", office)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (_, ch) = pkce();
+    for _ in 0..300 {
+        let r = plain
+            .get(colleague.auth_url(&ch, "openid", &[]))
+            .header("x-forwarded-for", office)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+    }
+    let b = browser();
+    let back = colleague
+        .sign_in_from(
+            &b,
+            &colleague.auth_url(&ch, "openid", &[]),
+            PASSWORD,
+            office,
+        )
+        .await;
+    assert!(back.starts_with(REDIRECT), "{back}");
+    app.stop().await;
+}
+
+/// A plain sign-in (no authorization request) works from the form alone: its
+/// CSRF token is bound to the browser, so another browser cannot post it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_sign_in_needs_no_stored_transaction() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let b = browser();
+    let page = b
+        .get(app.url("/oidc/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = |csrf: String| {
+        vec![
+            ("username".to_string(), rp.username.clone()),
+            ("password".to_string(), PASSWORD.to_string()),
+            ("tx".to_string(), String::new()),
+            ("csrf".to_string(), csrf),
+        ]
+    };
+    // Another browser, with the same token, is refused.
+    let r = browser()
+        .post(app.url("/oidc/login"))
+        .form(&form(field(&page, "csrf")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = b
+        .post(app.url("/oidc/login"))
+        .form(&form(field(&page, "csrf")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("You are signed in."));
     app.stop().await;
 }
 

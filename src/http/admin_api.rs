@@ -734,7 +734,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(admin_auth(state.clone()))
-        .and(warp::header::optional::<String>("content-type"))
+        .and(super::header_lossy("content-type"))
         .and(super::bounded_body(limit))
         .and_then(
             |id: String,

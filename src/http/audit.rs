@@ -108,9 +108,9 @@ fn open_session(state: &State, cookie: Option<&str>) -> Option<UiSession> {
 
 /// An admin or auditor token (bearer), or the page's cookie with its CSRF header.
 fn reader(state: State) -> impl Filter<Extract = (Reader,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("cookie"))
-        .and(warp::header::optional::<String>("x-csrf-token"))
+    super::header_lossy("authorization")
+        .and(super::header_lossy("cookie"))
+        .and(super::header_lossy("x-csrf-token"))
         .and(super::oidc::ctx(state.clone()))
         .and(with_state(state))
         .and_then(
@@ -124,8 +124,11 @@ fn reader(state: State) -> impl Filter<Extract = (Reader,), Error = warp::Reject
                         .strip_prefix("Bearer ")
                         .or_else(|| h.strip_prefix("bearer "))
                         .ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))?;
+                    let guard = super::TokenGuard::new(&state, ctx.ip)?;
                     let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-                    return token_name(&state, &presented)
+                    let found = token_name(&state, &presented);
+                    guard.outcome(true, found.is_some());
+                    return found
                         .map(|name| Reader { name, ctx })
                         .ok_or_else(|| warp::reject::custom(ApiError::InvalidToken));
                 }
@@ -870,7 +873,19 @@ async fn ui_sign_in(
     cookie: Option<String>,
     form: Vec<(String, String)>,
     state: State,
+    ip: std::net::IpAddr,
 ) -> Result<Response, warp::Rejection> {
+    let guard = match super::TokenGuard::new(&state, ip) {
+        Ok(g) => g,
+        Err(_) => {
+            let mut res = login_page(
+                &state,
+                "Too many wrong tokens from this address; wait a minute and try again.",
+            )?;
+            *res.status_mut() = warp::http::StatusCode::TOO_MANY_REQUESTS;
+            return Ok(res);
+        }
+    };
     let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     let expected = cookie_value(cookie.as_deref(), LOGIN_COOKIE);
     let csrf_ok = match (expected, field("csrf")) {
@@ -882,7 +897,9 @@ async fn ui_sign_in(
     }
     let token = field("token").unwrap_or_default().trim();
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let Some(name) = token_name(&state, &presented) else {
+    let found = token_name(&state, &presented);
+    guard.outcome(!token.is_empty(), found.is_some());
+    let Some(name) = found else {
         state
             .metrics
             .http_requests
@@ -1016,14 +1033,15 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .and_then(stats);
     let ui = warp::path!("admin" / "audit" / "ui")
         .and(get)
-        .and(warp::header::optional::<String>("cookie"))
+        .and(super::header_lossy("cookie"))
         .and(s())
         .and_then(ui);
     let sign_in = warp::path!("admin" / "audit" / "ui" / "session")
         .and(warp::post())
-        .and(warp::header::optional::<String>("cookie"))
+        .and(super::header_lossy("cookie"))
         .and(form())
         .and(s())
+        .and(super::oidc::client_ip(state.clone()))
         .and_then(ui_sign_in);
     let sign_out = warp::path!("admin" / "audit" / "ui" / "logout")
         .and(warp::post())

@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge(u64),
     #[error("the server is not ready: {0}")]
     Unavailable(String),
+    /// Too many failed attempts from this address: retry after that many seconds.
+    #[error("too many failed attempts from this address; try again in {0} s")]
+    Throttled(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "access_denied",
             ApiError::PayloadTooLarge(_) => "invalid_request",
             ApiError::Unavailable(_) => "temporarily_unavailable",
+            ApiError::Throttled(_) => "too_many_requests",
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -107,7 +112,13 @@ pub async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response
         if let ApiError::Internal(detail) = e {
             tracing::error!(error = %detail, "internal error");
         }
-        return Ok(render(e.status(), e.code(), e.description()));
+        let mut res = render(e.status(), e.code(), e.description());
+        if let ApiError::Throttled(secs) = e
+            && let Ok(v) = warp::http::HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert("retry-after", v);
+        }
+        return Ok(res);
     }
     if rejection.is_not_found() {
         return Ok(render(

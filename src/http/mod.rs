@@ -43,31 +43,81 @@ pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infal
     warp::any().map(move || state.clone())
 }
 
+/// A request header as text, if present. Bytes that are not UTF-8 become
+/// U+FFFD instead of failing the request: a browser may carry a stray
+/// non-ASCII cookie of another application on the host (`theme=café`) or a
+/// UTF-8 User-Agent, and a sign-in must not answer 400 for a header it does
+/// not even need.
+pub fn header_lossy(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::value(name)
+        .map(|v: warp::http::HeaderValue| Some(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
 /// The name of the admin token presented as `Authorization: Bearer …`.
+/// Wrong tokens count against the caller's address: past ten, each further
+/// attempt waits longer (429), so tokens cannot be guessed at line rate.
 pub fn admin_auth(
     state: State,
 ) -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let state = state.clone();
-        async move {
-            let token = header
-                .as_deref()
-                .and_then(|h| {
+    header_lossy("authorization")
+        .and(oidc::client_ip(state.clone()))
+        .and_then(move |header: Option<String>, ip: std::net::IpAddr| {
+            let state = state.clone();
+            async move {
+                let guard = TokenGuard::new(&state, ip)?;
+                let token = header.as_deref().and_then(|h| {
                     h.strip_prefix("Bearer ")
                         .or_else(|| h.strip_prefix("bearer "))
-                })
-                .ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))?;
-            let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-            // Compare against every configured token without stopping early.
-            let mut found = None;
-            for (name, digest) in &state.admin_tokens {
-                if bool::from(digest.ct_eq(&presented)) {
-                    found = Some(name.clone());
-                }
+                });
+                let found = token.and_then(|token| {
+                    let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+                    // Compare against every configured token without stopping early.
+                    let mut found = None;
+                    for (name, digest) in &state.admin_tokens {
+                        if bool::from(digest.ct_eq(&presented)) {
+                            found = Some(name.clone());
+                        }
+                    }
+                    found
+                });
+                guard.outcome(token.is_some(), found.is_some());
+                found.ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))
             }
-            found.ok_or_else(|| warp::reject::custom(ApiError::InvalidToken))
+        })
+}
+
+/// The throttle on guessing bearer tokens (admin, auditor, initial access,
+/// registration access) from one address.
+pub struct TokenGuard<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl<'a> TokenGuard<'a> {
+    /// Refuses at once (429) while the address must wait.
+    pub fn new(
+        state: &'a AppState,
+        ip: std::net::IpAddr,
+    ) -> Result<TokenGuard<'a>, warp::Rejection> {
+        let key = crate::oidc::throttle::address_key(ip);
+        if let Some(wait) = state.oidc.throttles.tokens.wait(&key) {
+            return Err(warp::reject::custom(ApiError::Throttled(
+                crate::oidc::throttle::wait_seconds(wait),
+            )));
         }
-    })
+        Ok(TokenGuard { state, key })
+    }
+
+    /// Counts a presented token that matched nothing (a missing one is not a guess).
+    pub fn outcome(&self, presented: bool, matched: bool) {
+        if presented && !matched {
+            self.state.oidc.throttles.tokens.fail(&self.key);
+        }
+    }
 }
 
 /// The request body, at most `limit` bytes, with or without a Content-Length

@@ -12,7 +12,7 @@ use warp::Filter;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
-use super::{State, with_state};
+use super::{State, header_lossy, with_state};
 use crate::oidc::html;
 use crate::oidc::request::{self, AuthError, AuthRequest, ResponseMode};
 use crate::oidc::runtime::LogoutTx;
@@ -44,15 +44,16 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 /// proxy, and only the header the proxies set (`login.proxy_header`); its hops
 /// are walked from the right, skipping trusted proxies, so a client cannot
 /// choose its address by sending the header itself.
-fn client_ip(
+fn client_ip_of(
     remote: Option<SocketAddr>,
     forwarded: Option<String>,
     xff: Option<String>,
-    trusted: &[IpAddr],
+    trusted: &[crate::config::Cidr],
     header: &str,
 ) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|c| c.contains(*ip));
     let peer = remote.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if !trusted.contains(&peer) {
+    if !is_trusted(&peer) {
         return peer;
     }
     let hops: Vec<IpAddr> = match header {
@@ -65,41 +66,58 @@ fn client_ip(
     };
     hops.into_iter()
         .rev()
-        .find(|ip| !trusted.contains(ip))
+        .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
+}
+
+/// The client's address (proxy headers believed only from trusted proxies).
+pub fn client_ip(
+    state: State,
+) -> impl Filter<Extract = (IpAddr,), Error = std::convert::Infallible> + Clone {
+    warp::addr::remote()
+        .and(header_lossy("forwarded"))
+        .and(header_lossy("x-forwarded-for"))
+        .map(move |remote, forwarded, xff| {
+            client_ip_of(
+                remote,
+                forwarded,
+                xff,
+                &state.config.login.trusted_proxies,
+                &state.config.login.proxy_header,
+            )
+        })
 }
 
 pub fn ctx(state: State) -> impl Filter<Extract = (Ctx,), Error = warp::Rejection> + Clone {
     let binding_name = browser_cookie_name(&state);
-    warp::addr::remote()
-        .and(warp::header::optional::<String>("forwarded"))
-        .and(warp::header::optional::<String>("x-forwarded-for"))
-        .and(warp::header::optional::<String>("user-agent"))
-        .and(warp::header::optional::<String>("cookie"))
-        .map(
-            move |remote, forwarded, xff, ua: Option<String>, cookies: Option<String>| {
+    client_ip(state)
+        .and(header_lossy("user-agent"))
+        .and(header_lossy("cookie"))
+        .and_then(
+            move |ip: IpAddr, ua: Option<String>, cookies: Option<String>| {
                 let existing = cookies.and_then(|h| {
                     h.split(';').find_map(|c| {
                         let (k, v) = c.trim().split_once('=')?;
-                        (k == binding_name && v.len() >= 32).then(|| v.to_string())
+                        (k == binding_name && v.len() >= 32 && v.is_ascii()).then(|| v.to_string())
                     })
                 });
-                let (browser, browser_fresh) = match existing {
-                    Some(v) => (v, false),
-                    None => (crate::crypto::secret_token().unwrap_or_default(), true),
+                // A browser without a binding gets a fresh one; without
+                // randomness the request fails rather than share a guessable one.
+                let browser = match existing {
+                    Some(v) => Ok((v, false)),
+                    None => crate::crypto::secret_token().map(|t| (t, true)),
                 };
-                Ctx {
-                    request_id: service::new_id(),
-                    ip: client_ip(
-                        remote,
-                        forwarded,
-                        xff,
-                        &state.config.login.trusted_proxies,
-                        &state.config.login.proxy_header,
-                    ),
-                    user_agent: ua,
-                    browser,
-                    browser_fresh,
+                async move {
+                    let (browser, browser_fresh) = browser.map_err(|e| {
+                        warp::reject::custom(super::ApiError::Internal(e.to_string()))
+                    })?;
+                    Ok::<_, warp::Rejection>(Ctx {
+                        request_id: service::new_id(),
+                        ip,
+                        user_agent: ua,
+                        browser,
+                        browser_fresh,
+                    })
                 }
             },
         )
@@ -144,9 +162,9 @@ fn bind(state: &State, ctx: &Ctx, res: Response) -> Response {
 
 fn cookie(
     state: &State,
-) -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone + use<> {
     let name = service::cookie_name(state);
-    warp::header::optional::<String>("cookie").map(move |header: Option<String>| {
+    header_lossy("cookie").map(move |header: Option<String>| {
         header.and_then(|h| {
             h.split(';').find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
@@ -159,7 +177,7 @@ fn cookie(
 /// A form body (`application/x-www-form-urlencoded`, at most 16 KiB) as sent,
 /// repeated names included.
 fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
+    header_lossy("content-type")
         .and(super::bounded_body(FORM_LIMIT))
         .and_then(|ct: Option<String>, body: Bytes| async move {
             let ok = ct.as_deref().is_some_and(|c| {
@@ -173,22 +191,60 @@ fn form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejec
                     "the body must be application/x-www-form-urlencoded".into(),
                 )));
             }
-            Ok(form_urlencoded::parse(&body)
-                .into_owned()
-                .collect::<Vec<_>>())
+            parse_pairs(&body).map_err(|e| warp::reject::custom(super::ApiError::InvalidRequest(e)))
         })
 }
 
-fn query_pairs()
--> impl Filter<Extract = (Vec<(String, String)>,), Error = std::convert::Infallible> + Clone {
+/// The query string's pairs, as sent.
+fn query_pairs() -> impl Filter<Extract = (Vec<(String, String)>,), Error = warp::Rejection> + Clone
+{
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
-        .map(|q: String| {
-            form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect::<Vec<_>>()
+        .and_then(|q: String| async move {
+            parse_pairs(q.as_bytes())
+                .map_err(|e| warp::reject::custom(super::ApiError::InvalidRequest(e)))
         })
+}
+
+/// `application/x-www-form-urlencoded` pairs, refusing bytes that are not
+/// UTF-8 once percent-decoded: replacing them with U+FFFD would make
+/// different passwords (or codes, or states) one and the same.
+pub fn parse_pairs(input: &[u8]) -> Result<Vec<(String, String)>, String> {
+    fn decode(part: &[u8]) -> Result<String, String> {
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            match part[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < part.len() => {
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    match (hex(part[i + 1]), hex(part[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out)
+            .map_err(|_| "a parameter is not valid UTF-8 once percent-decoded".to_string())
+    }
+    input
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 fn first(pairs: &[(String, String)], name: &str) -> Option<String> {
@@ -626,6 +682,45 @@ fn login_page_for(
     html::allow_form_target(page, target.as_deref())
 }
 
+/// The form purpose of a sign-in shown without an authorization request.
+const PLAIN_LOGIN: &str = "login";
+
+/// What a failed or refused sign-in tells the person, and its status.
+fn login_refusal(outcome: &LoginOutcome) -> Option<(String, StatusCode, Option<u64>)> {
+    use crate::oidc::throttle::{wait_seconds, wait_text};
+    Some(match outcome {
+        LoginOutcome::Failed => (
+            "Wrong username or password.".into(),
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        LoginOutcome::Locked(Some(until)) => (
+            format!(
+                "This account is locked after too many failed sign-ins, until {} UTC. Try again then, or ask your administrator to unlock it.",
+                until.to_string().get(11..16).unwrap_or("later")
+            ),
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        LoginOutcome::Locked(None) => (
+            "This account is locked. Ask your administrator to unlock it.".into(),
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        LoginOutcome::Disabled => (
+            "This account is disabled. Contact your administrator.".into(),
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        LoginOutcome::Throttled(wait) => (
+            format!("Too many attempts. Try again in {}.", wait_text(*wait)),
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(wait_seconds(*wait)),
+        ),
+        LoginOutcome::Success { .. } | LoginOutcome::Busy => return None,
+    })
+}
+
 fn login_route(
     state: State,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -636,29 +731,29 @@ fn login_route(
         .and(ctx(state.clone()))
         .then(
             |q: Vec<(String, String)>, state: State, ctx: Ctx| async move {
-                // Without a transaction (a direct visit), start one for a plain sign-in.
-                let tx = first(&q, "tx").filter(|t| state.oidc.transactions.get(t).is_some());
-                let Some(tx) = tx.or_else(|| {
-                    state
-                        .oidc
-                        .transactions
-                        .start(ctx.ip, &ctx.browser, None, None)
-                }) else {
-                    return html::error_page("could not start the sign-in");
+                // With an authorization request: its transaction. Without (a
+                // direct visit): a plain sign-in whose form is bound to this
+                // browser by an HMAC, so an anonymous visit stores nothing.
+                let t = first(&q, "tx")
+                    .and_then(|id| state.oidc.transactions.get(&id).map(|t| (id, t)));
+                let page = match t {
+                    Some((id, t)) => {
+                        let client = match &t.request {
+                            Some(r) => lookup_client(&state, &r.client_id).await,
+                            None => None,
+                        };
+                        let hint = t
+                            .request
+                            .as_ref()
+                            .and_then(|r| r.login_hint.clone())
+                            .unwrap_or_default();
+                        login_page_for(&state, &id, &t.csrf, client.as_ref(), &hint, None)
+                    }
+                    None => {
+                        let csrf = state.oidc.form_csrf(PLAIN_LOGIN, &ctx.browser);
+                        login_page_for(&state, "", &csrf, None, "", None)
+                    }
                 };
-                let Some(t) = state.oidc.transactions.get(&tx) else {
-                    return html::error_page("the sign-in expired");
-                };
-                let client = match &t.request {
-                    Some(r) => lookup_client(&state, &r.client_id).await,
-                    None => None,
-                };
-                let hint = t
-                    .request
-                    .as_ref()
-                    .and_then(|r| r.login_hint.clone())
-                    .unwrap_or_default();
-                let page = login_page_for(&state, &tx, &t.csrf, client.as_ref(), &hint, None);
                 bind(&state, &ctx, page)
             },
         );
@@ -672,25 +767,53 @@ fn login_route(
                 let (Some(tx), Some(csrf)) = (first(&f, "tx"), first(&f, "csrf")) else {
                     return html::error_page("the form is incomplete");
                 };
-                let Some(t) = state
-                    .oidc
-                    .transactions
-                    .check(&tx, &csrf, &ctx.browser)
-                    .filter(|t| t.logout.is_none())
-                else {
-                    return html::error_page(
+                let expired = || {
+                    html::error_page(
                         "the sign-in form expired or was not issued by this server; start again",
-                    );
+                    )
                 };
+                let t = if tx.is_empty() {
+                    if !state.oidc.check_form_csrf(PLAIN_LOGIN, &ctx.browser, &csrf) {
+                        return expired();
+                    }
+                    None
+                } else {
+                    match state
+                        .oidc
+                        .transactions
+                        .check(&tx, &csrf, &ctx.browser)
+                        .filter(|t| t.logout.is_none())
+                    {
+                        Some(t) => Some(t),
+                        None => return expired(),
+                    }
+                };
+                let request = t.as_ref().and_then(|t| t.request.clone());
                 let username = first(&f, "username").unwrap_or_default();
                 let password = first(&f, "password").unwrap_or_default();
-                let client = match &t.request {
+                let client = match &request {
                     Some(r) => lookup_client(&state, &r.client_id).await,
                     None => None,
                 };
                 let client_id = client.as_ref().map(|c| c.client_id.clone());
                 let outcome =
                     service::login(&state, &ctx, &username, password, client_id.as_deref()).await;
+                let again = |message: &str, status: StatusCode, retry: Option<u64>| {
+                    let mut res = login_page_for(
+                        &state,
+                        &tx,
+                        &csrf,
+                        client.as_ref(),
+                        &username,
+                        Some(message),
+                    );
+                    *res.status_mut() = status;
+                    if let Some(v) = retry.and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
+                    {
+                        res.headers_mut().insert("retry-after", v);
+                    }
+                    res
+                };
                 match outcome {
                     Ok(LoginOutcome::Success { session_id, cookie }) => {
                         let session = state
@@ -700,7 +823,7 @@ fn login_route(
                             .sessions
                             .get(&session_id, service::now())
                             .cloned();
-                        let res = match (t.request.clone(), session) {
+                        let res = match (request, session) {
                             (Some(req), Some(session)) => {
                                 continue_authorization(
                                     state.clone(),
@@ -717,41 +840,13 @@ fn login_route(
                             // is asked to try again, not shown a dead end.
                             (Some(_), None) => views_behind(),
                             (None, _) => {
-                                state.oidc.transactions.take(&tx);
+                                if !tx.is_empty() {
+                                    state.oidc.transactions.take(&tx);
+                                }
                                 html::message_page("Signed in", "You are signed in.")
                             }
                         };
                         with_cookie(res, &cookie)
-                    }
-                    Ok(LoginOutcome::Failed) => {
-                        let mut res = login_page_for(
-                            &state,
-                            &tx,
-                            &t.csrf,
-                            client.as_ref(),
-                            &username,
-                            Some("Wrong username or password."),
-                        );
-                        *res.status_mut() = StatusCode::UNAUTHORIZED;
-                        res
-                    }
-                    Ok(LoginOutcome::Throttled(wait)) => {
-                        let mut res = login_page_for(
-                            &state,
-                            &tx,
-                            &t.csrf,
-                            client.as_ref(),
-                            &username,
-                            Some(&format!(
-                                "Too many attempts. Try again in {} seconds.",
-                                wait.as_secs().max(1)
-                            )),
-                        );
-                        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                            res.headers_mut().insert("retry-after", v);
-                        }
-                        res
                     }
                     Ok(LoginOutcome::Busy) => html::Page::new(
                         "Busy",
@@ -759,6 +854,10 @@ fn login_route(
                     )
                     .status(StatusCode::SERVICE_UNAVAILABLE)
                     .render(),
+                    Ok(other) => match login_refusal(&other) {
+                        Some((message, status, retry)) => again(&message, status, retry),
+                        None => html::error_page("the sign-in could not be completed"),
+                    },
                     Err(e) => {
                         tracing::error!(error = %e, "login");
                         html::error_page("the sign-in could not be completed")
@@ -1133,7 +1232,7 @@ where
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(ctx(state))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(header_lossy("authorization"))
         .and(form())
         .then(handler)
 }
@@ -1145,7 +1244,7 @@ fn token_route(
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(ctx(state))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(header_lossy("authorization"))
         .and(form())
         .then(token)
 }
@@ -1240,7 +1339,7 @@ fn userinfo_route(
     warp::path!("oidc" / "userinfo")
         .and(get.or(post).unify())
         .and(with_state(state))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(header_lossy("authorization"))
         .then(|body, state, auth| userinfo(state, auth, body))
 }
 
@@ -1609,70 +1708,99 @@ fn register_route(
         .and(with_state(state.clone()))
         .and(ctx(state.clone()))
         .map(|state: State, ctx: Ctx| {
-            let res = match state
-                .oidc
-                .transactions
-                .start(ctx.ip, &ctx.browser, None, None)
-                .and_then(|tx| state.oidc.transactions.get(&tx).map(|t| (tx, t)))
-            {
-                Some((tx, t)) => html::register_page(
-                    &format!("{}?tx={tx}", oidc_path(&state, "/register")),
-                    &t.csrf,
-                    "",
-                    "",
-                    None,
-                ),
-                None => html::error_page("could not start the registration"),
-            };
+            // No server-side state for an anonymous visit: the form's token is
+            // an HMAC of the browser binding.
+            let csrf = state.oidc.form_csrf(REGISTRATION_FORM, &ctx.browser);
+            let res = html::register_page(&oidc_path(&state, "/register"), &csrf, "", "", None);
             bind(&state, &ctx, res)
         });
     let post = warp::path!("oidc" / "register")
         .and(warp::post())
         .and(enabled)
-        .and(query_pairs())
         .and(form())
         .and(with_state(state.clone()))
         .and(ctx(state))
-        .then(|q: Vec<(String, String)>, f: Vec<(String, String)>, state: State, ctx: Ctx| async move {
-            let tx = first(&q, "tx").unwrap_or_default();
-            let Some(t) = state.oidc.transactions.check(&tx, &first(&f, "csrf").unwrap_or_default(), &ctx.browser) else {
-                return html::error_page("the registration form expired or was not issued by this server");
-            };
-            let username = first(&f, "username").unwrap_or_default();
-            let email = first(&f, "email").unwrap_or_default();
-            let password = first(&f, "password").unwrap_or_default();
-            let again = |msg: &str, status: StatusCode| {
-                let mut res = html::register_page(&format!("{}?tx={tx}", oidc_path(&state, "/register")), &t.csrf, &username, &email, Some(msg));
-                *res.status_mut() = status;
-                res
-            };
-            // Every registration attempt counts, successful or not: past three
-            // from one address, each waits longer (unauthenticated callers
-            // cannot grow the log quickly).
-            let key = format!("register|{}", ctx.ip);
-            if let Some(wait) = state.oidc.throttle.wait(&key) {
-                return again(&format!("Too many attempts. Try again in {} seconds.", wait.as_secs().max(1)), StatusCode::TOO_MANY_REQUESTS);
-            }
-            state.oidc.throttle.fail(&key);
-            let actor = Actor { kind: ActorKind::User, id: "self-registration".into() };
-            match service::register_user(&state, actor, RegisteredVia::SelfRegistration, &username, password, Some(email.clone()), None, Some(&ctx)).await {
-                Ok(_) => {
-                    state.oidc.transactions.take(&tx);
-                    html::message_page("Account created", "Your account is ready. You can sign in now.")
+        .then(
+            |f: Vec<(String, String)>, state: State, ctx: Ctx| async move {
+                use crate::oidc::throttle::{address_key, wait_seconds, wait_text};
+                let csrf = first(&f, "csrf").unwrap_or_default();
+                if !state
+                    .oidc
+                    .check_form_csrf(REGISTRATION_FORM, &ctx.browser, &csrf)
+                {
+                    return html::error_page(
+                        "the registration form expired or was not issued by this server",
+                    );
                 }
-                Err(RegisterError::Taken) => {
-                    again("That username is taken.", StatusCode::CONFLICT)
+                let username = first(&f, "username").unwrap_or_default();
+                let email = first(&f, "email").unwrap_or_default();
+                let password = first(&f, "password").unwrap_or_default();
+                let again = |msg: &str, status: StatusCode| {
+                    let mut res = html::register_page(
+                        &oidc_path(&state, "/register"),
+                        &csrf,
+                        &username,
+                        &email,
+                        Some(msg),
+                    );
+                    *res.status_mut() = status;
+                    res
+                };
+                // Every registration attempt counts, successful or not: past three
+                // from one address, each waits longer (unauthenticated callers
+                // cannot grow the log quickly).
+                let key = format!("register|{}", address_key(ctx.ip));
+                if let Some(wait) = state.oidc.throttles.registration.wait(&key) {
+                    let mut res = again(
+                        &format!("Too many attempts. Try again in {}.", wait_text(wait)),
+                        StatusCode::TOO_MANY_REQUESTS,
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&wait_seconds(wait).to_string()) {
+                        res.headers_mut().insert("retry-after", v);
+                    }
+                    return res;
                 }
-                Err(RegisterError::Invalid(why)) => again(why, StatusCode::BAD_REQUEST),
-                Err(RegisterError::Busy) => again("The server is busy; try again in a moment.", StatusCode::SERVICE_UNAVAILABLE),
-                Err(RegisterError::Internal(e)) => {
-                    tracing::error!(error = %e, "registration");
-                    html::error_page("the registration could not be completed")
+                state.oidc.throttles.registration.fail(&key);
+                let actor = Actor {
+                    kind: ActorKind::User,
+                    id: "self-registration".into(),
+                };
+                match service::register_user(
+                    &state,
+                    actor,
+                    RegisteredVia::SelfRegistration,
+                    &username,
+                    password,
+                    Some(email.clone()),
+                    None,
+                    Some(&ctx),
+                )
+                .await
+                {
+                    Ok(_) => html::message_page(
+                        "Account created",
+                        "Your account is ready. You can sign in now.",
+                    ),
+                    Err(RegisterError::Taken) => {
+                        again("That username is taken.", StatusCode::CONFLICT)
+                    }
+                    Err(RegisterError::Invalid(why)) => again(why, StatusCode::BAD_REQUEST),
+                    Err(RegisterError::Busy) => again(
+                        "The server is busy; try again in a moment.",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    ),
+                    Err(RegisterError::Internal(e)) => {
+                        tracing::error!(error = %e, "registration");
+                        html::error_page("the registration could not be completed")
+                    }
                 }
-            }
-        });
+            },
+        );
     get.or(post).unify()
 }
+
+/// The form purpose of self-registration.
+const REGISTRATION_FORM: &str = "register";
 
 /// All `/oidc` routes.
 pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -1708,6 +1836,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn form_pairs_decode_as_urlencoded_and_refuse_invalid_utf8() {
+        for input in [
+            "a=1&b=x+y&c=%2B%26%3D&d=&e&=f",
+            "name=caf%C3%A9&x=%zz&y=%4",
+            "&&a=1&&",
+            "k=\u{e9}",
+        ] {
+            let ours = parse_pairs(input.as_bytes()).unwrap();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes())
+                .into_owned()
+                .collect();
+            assert_eq!(ours, theirs, "{input}");
+        }
+        // Two different passwords must not become one.
+        assert!(parse_pairs(b"password=%FF").is_err());
+        assert!(parse_pairs(b"password=%FE").is_err());
+        assert!(parse_pairs(b"a=%C3").is_err());
+        assert!(parse_pairs(&[b'a', b'=', 0xff]).is_err());
+    }
+
+    #[test]
     fn basic_credentials_are_form_decoded() {
         use base64::Engine;
         let h = format!(
@@ -1722,22 +1871,23 @@ mod tests {
 
     #[test]
     fn forwarded_headers_only_from_trusted_proxies() {
-        let proxy: IpAddr = [10, 0, 0, 1].into();
+        let cidr = |s: &str| s.parse::<crate::config::Cidr>().unwrap();
+        let proxy = cidr("10.0.0.1");
         let peer = Some(SocketAddr::from(([10, 0, 0, 1], 5000)));
         let other = Some(SocketAddr::from(([198, 51, 100, 7], 5000)));
         let fwd = Some("for=192.0.2.60;proto=https".to_string());
         let xff = |v: &str| Some(v.to_string());
         assert_eq!(
-            client_ip(peer, fwd.clone(), None, &[proxy], "forwarded"),
+            client_ip_of(peer, fwd.clone(), None, &[proxy], "forwarded"),
             IpAddr::from([192, 0, 2, 60])
         );
         assert_eq!(
-            client_ip(other, fwd.clone(), None, &[proxy], "forwarded"),
+            client_ip_of(other, fwd.clone(), None, &[proxy], "forwarded"),
             IpAddr::from([198, 51, 100, 7])
         );
         // The proxy appends to X-Forwarded-For: what the client wrote is on the left.
         assert_eq!(
-            client_ip(
+            client_ip_of(
                 peer,
                 None,
                 xff("203.0.113.9, 192.0.2.1"),
@@ -1748,13 +1898,13 @@ mod tests {
         );
         // A Forwarded header the client sent is ignored when the proxy sets X-Forwarded-For.
         assert_eq!(
-            client_ip(peer, fwd, xff("192.0.2.1"), &[proxy], "x-forwarded-for"),
+            client_ip_of(peer, fwd, xff("192.0.2.1"), &[proxy], "x-forwarded-for"),
             IpAddr::from([192, 0, 2, 1])
         );
         // Chains of trusted proxies are skipped from the right.
-        let p2: IpAddr = [10, 0, 0, 2].into();
+        let p2 = cidr("10.0.0.2");
         assert_eq!(
-            client_ip(
+            client_ip_of(
                 peer,
                 None,
                 xff("192.0.2.7, 10.0.0.2"),
@@ -1764,7 +1914,7 @@ mod tests {
             IpAddr::from([192, 0, 2, 7])
         );
         assert_eq!(
-            client_ip(
+            client_ip_of(
                 peer,
                 Some("for=\"[2001:db8::1]:4711\"".into()),
                 None,
@@ -1772,6 +1922,19 @@ mod tests {
                 "forwarded"
             ),
             "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        // An ingress's whole pod network, as a range.
+        let pods = cidr("10.0.0.0/8");
+        let from_pod = Some(SocketAddr::from(([10, 42, 7, 9], 5000)));
+        assert_eq!(
+            client_ip_of(
+                from_pod,
+                None,
+                xff("198.51.100.4, 10.42.0.3"),
+                &[pods],
+                "x-forwarded-for"
+            ),
+            IpAddr::from([198, 51, 100, 4])
         );
     }
 }

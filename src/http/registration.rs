@@ -36,6 +36,13 @@ fn unauthorized(description: &str) -> Response {
     res
 }
 
+fn too_many() -> Response {
+    json_status(
+        json!({"error": "too_many_requests", "error_description": "too many wrong tokens from this address; try again later"}),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+}
+
 fn bearer(auth: &Option<String>) -> Option<&str> {
     auth.as_deref()
         .and_then(|a| {
@@ -105,29 +112,35 @@ async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Byt
     let cfg = &state.config.registration;
     match bearer(&auth) {
         Some(t) => {
+            let Ok(guard) = super::TokenGuard::new(&state, ctx.ip) else {
+                return too_many();
+            };
             let presented = sha256(t.as_bytes());
             let mut ok = false;
             for iat in &cfg.initial_access_tokens {
                 ok |= ct_eq(&sha256(iat.expose().as_bytes()), &presented);
             }
+            guard.outcome(true, ok);
             if !ok {
                 return unauthorized("the initial access token is not valid");
             }
         }
         None if cfg.open_dynamic => {
             // Open registration: every attempt from an address counts.
-            let key = format!("dcr|{}", ctx.ip);
-            if let Some(wait) = state.oidc.throttle.wait(&key) {
+            let key = format!("dcr|{}", crate::oidc::throttle::address_key(ctx.ip));
+            let th = &state.oidc.throttles.registration;
+            if let Some(wait) = th.wait(&key) {
                 let mut res = json_status(
                     json!({"error": "slow_down", "error_description": "too many registrations from this address"}),
                     StatusCode::TOO_MANY_REQUESTS,
                 );
-                if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                let secs = crate::oidc::throttle::wait_seconds(wait);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     res.headers_mut().insert("retry-after", v);
                 }
                 return res;
             }
-            state.oidc.throttle.fail(&key);
+            th.fail(&key);
         }
         None => return unauthorized("an initial access token is required"),
     }
@@ -195,17 +208,20 @@ async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Byt
 /// unknown clients, and wrong tokens, all look the same (401).
 async fn managed(
     state: &State,
+    ip: std::net::IpAddr,
     client_id: &str,
     auth: &Option<String>,
 ) -> Result<authlog_projections::Client, Response> {
     let token =
         bearer(auth).ok_or_else(|| unauthorized("the registration access token is missing"))?;
+    let guard = super::TokenGuard::new(state, ip).map_err(|_| too_many())?;
     let client = service::view_lookup(state, |v| v.clients.get(client_id).cloned()).await;
     let ok = client
         .as_ref()
         .and_then(|c| service::client_secrets(state, c))
         .and_then(|s| s.registration_sha256)
         .is_some_and(|h| ct_eq(hex_sha256(token).as_bytes(), h.as_bytes()));
+    guard.outcome(true, ok);
     match (ok, client) {
         (true, Some(c)) => Ok(c),
         _ => Err(unauthorized(
@@ -235,16 +251,17 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(ctx(state.clone()))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(super::header_lossy("authorization"))
         .and(super::bounded_body(FORM_LIMIT))
         .then(register);
     let read = warp::path!("oidc" / "oauth2" / "register" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(super::header_lossy("authorization"))
+        .and(super::oidc::client_ip(state.clone()))
         .then(
-            |id: String, state: State, auth: Option<String>| async move {
-                match managed(&state, &id, &auth).await {
+            |id: String, state: State, auth: Option<String>, ip: std::net::IpAddr| async move {
+                match managed(&state, ip, &id, &auth).await {
                     Ok(c) => json_status(
                         client_view(&state, &c, bearer(&auth).unwrap_or_default()),
                         StatusCode::OK,
@@ -256,11 +273,16 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
     let update = warp::path!("oidc" / "oauth2" / "register" / String)
         .and(warp::put())
         .and(with_state(state.clone()))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(super::header_lossy("authorization"))
+        .and(super::oidc::client_ip(state.clone()))
         .and(super::bounded_body(FORM_LIMIT))
         .then(
-            |id: String, state: State, auth: Option<String>, body: bytes::Bytes| async move {
-                let c = match managed(&state, &id, &auth).await {
+            |id: String,
+             state: State,
+             auth: Option<String>,
+             ip: std::net::IpAddr,
+             body: bytes::Bytes| async move {
+                let c = match managed(&state, ip, &id, &auth).await {
                     Ok(c) => c,
                     Err(res) => return res,
                 };
@@ -295,10 +317,11 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
     let delete = warp::path!("oidc" / "oauth2" / "register" / String)
         .and(warp::delete())
         .and(with_state(state.clone()))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(super::header_lossy("authorization"))
+        .and(super::oidc::client_ip(state.clone()))
         .then(
-            |id: String, state: State, auth: Option<String>| async move {
-                let c = match managed(&state, &id, &auth).await {
+            |id: String, state: State, auth: Option<String>, ip: std::net::IpAddr| async move {
+                let c = match managed(&state, ip, &id, &auth).await {
                     Ok(c) => c,
                     Err(res) => return res,
                 };

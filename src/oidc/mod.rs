@@ -11,4 +11,5 @@ pub mod redirect_uri;
 pub mod request;
 pub mod runtime;
 pub mod service;
+pub mod throttle;
 pub mod tokens;

@@ -1,7 +1,7 @@
 //! The OIDC endpoints' in-memory helpers: one-time browser transactions (CSRF),
-//! login throttling, the event budget for unauthenticated failures, and the
-//! signing-key cache. None of it is state of record: a restart forgets it all,
-//! and the log never holds it.
+//! the password verifications in flight per account, and the event budget for
+//! unauthenticated failures (the throttles are in [`super::throttle`]). None of
+//! it is state of record: a restart forgets it all, and the log never holds it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,20 +10,23 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::{b64url, random_bytes};
 use crate::oidc::request::AuthRequest;
+use crate::oidc::throttle::address_key;
 
 /// A browser transaction: an authorization request on its way through login and
-/// consent, with the CSRF token its forms must carry. One-time: taken when done.
+/// consent (or a logout awaiting confirmation), with the CSRF token its forms
+/// must carry. One-time: taken when done.
 #[derive(Debug, Clone)]
 pub struct Tx {
     pub csrf: String,
     /// SHA-256 of the browser binding cookie the transaction belongs to: its
     /// forms are accepted only from that browser (no login CSRF).
     browser: [u8; 32],
-    ip: IpAddr,
+    /// The address the transaction counts against (IPv6 by /64).
+    owner: String,
     pub request: Option<AuthRequest>,
     /// The session the user signed in with during this transaction.
     pub session_id: Option<String>,
-    /// For logout confirmation: the session to end and where to go after.
+    /// For logout confirmation: where to go after.
     pub logout: Option<LogoutTx>,
     created: Instant,
 }
@@ -34,20 +37,24 @@ pub struct LogoutTx {
 }
 
 const TX_TTL: Duration = Duration::from_secs(15 * 60);
-const TX_MAX: usize = 20_000;
-const TX_PER_IP: usize = 200;
+/// Live transactions at most, over every address: memory stays bounded.
+pub const TX_MAX: usize = 20_000;
 
+/// The one-time browser transactions, in bounded memory. There is no cap per
+/// address (behind an ingress every user shares one); when the table is full,
+/// the oldest transactions of the addresses holding the most are evicted, so a
+/// flood from one address (or /64) pushes out its own transactions first.
 #[derive(Default)]
 pub struct Transactions {
     map: Mutex<HashMap<String, Tx>>,
 }
 
-fn random_id() -> String {
-    random_bytes::<24>().map(|b| b64url(&b)).unwrap_or_default()
+fn random_id() -> Option<String> {
+    random_bytes::<24>().ok().map(|b| b64url(&b))
 }
 
 impl Transactions {
-    /// Starts a transaction; returns its id.
+    /// Starts a transaction; returns its id (None only if no randomness).
     pub fn start(
         &self,
         ip: IpAddr,
@@ -55,44 +62,34 @@ impl Transactions {
         request: Option<AuthRequest>,
         logout: Option<LogoutTx>,
     ) -> Option<String> {
-        let id = random_id();
-        let csrf = random_id();
-        if id.is_empty() || csrf.is_empty() {
-            return None;
-        }
+        self.start_at(ip, browser, request, logout, Instant::now(), TX_MAX)
+    }
+
+    fn start_at(
+        &self,
+        ip: IpAddr,
+        browser: &str,
+        request: Option<AuthRequest>,
+        logout: Option<LogoutTx>,
+        now: Instant,
+        cap: usize,
+    ) -> Option<String> {
+        let id = random_id()?;
+        let csrf = random_id()?;
         let mut map = self.map.lock().ok()?;
-        // One address cannot crowd out everyone else's sign-ins.
-        let mine = map
-            .values()
-            .filter(|t| t.ip == ip && t.created.elapsed() < TX_TTL)
-            .count();
-        if mine >= TX_PER_IP {
-            return None;
+        if map.len() >= cap {
+            evict(&mut map, now, cap);
         }
-        if map.len() >= TX_MAX {
-            map.retain(|_, t| t.created.elapsed() < TX_TTL);
-            if map.len() >= TX_MAX {
-                // Still full of live transactions: drop the oldest.
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, t)| t.created)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-        }
-        let browser = crate::crypto::sha256(browser.as_bytes());
         map.insert(
             id.clone(),
             Tx {
                 csrf,
-                browser,
-                ip,
+                browser: crate::crypto::sha256(browser.as_bytes()),
+                owner: address_key(ip),
                 request,
                 session_id: None,
                 logout,
-                created: Instant::now(),
+                created: now,
             },
         );
         Some(id)
@@ -140,78 +137,101 @@ impl Transactions {
     pub fn take(&self, id: &str) -> Option<Tx> {
         self.map.lock().ok()?.remove(id)
     }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// Growing delays after failed sign-ins, per key ((username, ip) and ip), in a
-/// bounded map.
-pub struct Throttle {
-    map: Mutex<HashMap<String, (u32, Instant)>>,
-    max_entries: usize,
-    /// Failures allowed before delays start.
-    free: u32,
+/// Makes room in a full table: expired transactions go first; then, until a
+/// twentieth of the table is free, the oldest transaction of whichever address
+/// holds the most (max-min fairness: a flood evicts its own first, and an
+/// address with a few live sign-ins keeps them).
+fn evict(map: &mut HashMap<String, Tx>, now: Instant, cap: usize) {
+    map.retain(|_, t| now.saturating_duration_since(t.created) < TX_TTL);
+    let target = cap.saturating_sub(cap / 20 + 1);
+    if map.len() <= target {
+        return;
+    }
+    let mut by_owner: HashMap<&str, Vec<(Instant, &str)>> = HashMap::new();
+    for (id, t) in map.iter() {
+        by_owner
+            .entry(t.owner.as_str())
+            .or_default()
+            .push((t.created, id.as_str()));
+    }
+    // Newest first, so the oldest pops from the end.
+    let mut heap: std::collections::BinaryHeap<(usize, &str)> = std::collections::BinaryHeap::new();
+    for (owner, list) in by_owner.iter_mut() {
+        list.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        heap.push((list.len(), owner));
+    }
+    let mut doomed: Vec<String> = Vec::new();
+    let mut len = map.len();
+    while len > target {
+        let Some((n, owner)) = heap.pop() else { break };
+        let Some(list) = by_owner.get_mut(owner) else {
+            break;
+        };
+        let Some((_, id)) = list.pop() else { continue };
+        doomed.push(id.to_string());
+        len -= 1;
+        if n > 1 {
+            heap.push((n - 1, owner));
+        }
+    }
+    for id in doomed {
+        map.remove(&id);
+    }
 }
 
-impl Throttle {
-    pub fn new(free: u32, max_entries: usize) -> Throttle {
-        Throttle {
-            map: Mutex::new(HashMap::new()),
-            max_entries,
-            free,
-        }
-    }
+/// Password verifications in flight per account, bounded so that
+/// `login.max_failures` is the true number of guesses verified per lock window:
+/// a burst of parallel guesses cannot all be checked against the state read
+/// before the first of them was counted.
+#[derive(Default)]
+pub struct InFlight {
+    map: Mutex<HashMap<String, usize>>,
+}
 
-    fn delay(failures: u32, free: u32) -> Duration {
-        if failures < free {
-            return Duration::ZERO;
-        }
-        let exp = (failures - free).min(8);
-        Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
-    }
+/// One admitted verification; the count drops when it is dropped.
+pub struct InFlightGuard<'a> {
+    owner: &'a InFlight,
+    key: String,
+}
 
-    /// How long the caller must still wait, if at all.
-    pub fn wait(&self, key: &str) -> Option<Duration> {
-        let map = self.map.lock().ok()?;
-        let (failures, last) = map.get(key)?;
-        let needed = Throttle::delay(*failures, self.free);
-        let waited = last.elapsed();
-        (waited < needed).then(|| needed - waited)
-    }
-
-    pub fn fail(&self, key: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= self.max_entries && !map.contains_key(key) {
-                // Forget entries whose delay has passed; if none, the stalest.
-                map.retain(|_, (f, last)| last.elapsed() < Throttle::delay(*f, self.free));
-                if map.len() >= self.max_entries
-                    && let Some(k) = map
-                        .iter()
-                        .min_by_key(|(_, (_, l))| *l)
-                        .map(|(k, _)| k.clone())
-                {
-                    map.remove(&k);
-                }
-            }
-            let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
-            e.0 = e.0.saturating_add(1);
-            e.1 = Instant::now();
-        }
-    }
-
-    /// Takes back one counted attempt (it succeeded).
-    pub fn undo(&self, key: &str) {
-        if let Ok(mut map) = self.map.lock()
-            && let Some(e) = map.get_mut(key)
-        {
-            e.0 = e.0.saturating_sub(1);
-            if e.0 == 0 {
+impl InFlight {
+    /// Admits one more verification for `key` if fewer than `budget` are in flight.
+    pub fn admit(&self, key: &str, budget: usize) -> Option<InFlightGuard<'_>> {
+        let mut map = self.map.lock().ok()?;
+        let n = map.entry(key.to_string()).or_insert(0);
+        if *n >= budget {
+            if *n == 0 {
                 map.remove(key);
             }
+            return None;
         }
+        *n += 1;
+        Some(InFlightGuard {
+            owner: self,
+            key: key.to_string(),
+        })
     }
+}
 
-    pub fn succeed(&self, key: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(key);
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.owner.map.lock()
+            && let Some(n) = map.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
         }
     }
 }
@@ -301,29 +321,47 @@ mod tests {
             t.take_checked(&id, &csrf, "browser-a").is_none(),
             "taken transactions are gone"
         );
-        for _ in 0..TX_PER_IP {
-            assert!(t.start(ip, "b", None, None).is_some());
-        }
-        assert!(
-            t.start(ip, "b", None, None).is_none(),
-            "one address has a cap"
-        );
-        assert!(t.start([192, 0, 2, 2].into(), "b", None, None).is_some());
     }
 
     #[test]
-    fn throttle_delays_grow_after_free_failures() {
-        let th = Throttle::new(3, 10);
-        for _ in 0..3 {
-            assert!(th.wait("k").is_none());
-            th.fail("k");
+    fn a_full_table_evicts_the_flooding_address_first() {
+        let t = Transactions::default();
+        let now = Instant::now();
+        let office: IpAddr = [192, 0, 2, 1].into();
+        let flood: IpAddr = [198, 51, 100, 7].into();
+        let cap = 1000;
+        // Behind one ingress address, 300 live sign-ins: no cap per address.
+        let mine: Vec<String> = (0..300)
+            .map(|_| t.start_at(office, "b", None, None, now, cap).unwrap())
+            .collect();
+        // Someone floods from another address far past the cap.
+        for _ in 0..5000 {
+            t.start_at(flood, "x", None, None, now, cap).unwrap();
         }
-        let w = th.wait("k").unwrap();
-        assert!(w > Duration::from_millis(900) && w <= Duration::from_secs(1));
-        th.fail("k");
-        assert!(th.wait("k").unwrap() > Duration::from_millis(1900));
-        th.succeed("k");
-        assert!(th.wait("k").is_none());
+        assert!(t.len() <= cap);
+        let kept = mine.iter().filter(|id| t.get(id).is_some()).count();
+        assert_eq!(kept, 300, "the flood evicted only its own transactions");
+        // Expired transactions go before any live one.
+        let t = Transactions::default();
+        let old = t.start_at(office, "b", None, None, now, 10).unwrap();
+        let later = now + TX_TTL + Duration::from_secs(1);
+        for _ in 0..10 {
+            t.start_at(flood, "x", None, None, later, 10).unwrap();
+        }
+        assert!(t.get(&old).is_none());
+    }
+
+    #[test]
+    fn in_flight_verifications_are_bounded_per_account() {
+        let f = InFlight::default();
+        let a = f.admit("alice", 2).unwrap();
+        let b = f.admit("alice", 2).unwrap();
+        assert!(f.admit("alice", 2).is_none(), "a third waits its turn");
+        assert!(f.admit("bob", 2).is_some(), "per account");
+        drop(a);
+        assert!(f.admit("alice", 2).is_some());
+        drop(b);
+        assert!(f.admit("carol", 0).is_none(), "no budget, no check");
     }
 
     #[test]

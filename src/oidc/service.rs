@@ -18,9 +18,54 @@ use crate::oidc::grant::{
     self, CodeSecret, Decision, GrantError, GrantEvent, GrantState, RefreshSecret,
 };
 use crate::oidc::request::AuthRequest;
-use crate::oidc::runtime::{Budget, EventBudget, Throttle, Transactions};
+use crate::oidc::runtime::{Budget, EventBudget, InFlight, Transactions};
+use crate::oidc::throttle::{Policy, Throttle, address_key};
 use crate::oidc::tokens::{self, AccessClaims, IdClaims};
 use crate::store::{Appended, Expected, NewEvent, StoreError, read_whole_stream};
+
+/// The throttles of unauthenticated callers, one per kind of key.
+pub struct Throttles {
+    /// (account, address): a guesser at one account from one place.
+    pub pair: Throttle,
+    /// An account, from anywhere (unknown usernames too, so throttling says
+    /// nothing about which accounts exist).
+    pub account: Throttle,
+    /// A bare address (IPv6 by /64): loose, since an office behind NAT shares it.
+    pub address: Throttle,
+    /// Self-registration and open dynamic client registration, per address.
+    pub registration: Throttle,
+    /// Wrong admin, auditor, initial-access and registration-access tokens, per address.
+    pub tokens: Throttle,
+}
+
+/// A few free registrations per address, then waits doubling from a second.
+const REGISTRATION: Policy = Policy {
+    free: 3.0,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+    half_life: Duration::from_secs(30 * 60),
+};
+
+/// Bearer tokens are 128 bits or more: ten wrong ones from one address are
+/// typos, more is guessing.
+const TOKEN_GUESSES: Policy = Policy {
+    free: 10.0,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    half_life: Duration::from_secs(10 * 60),
+};
+
+impl Throttles {
+    fn new() -> Throttles {
+        Throttles {
+            pair: Throttle::new(Policy::HARD, 100_000),
+            account: Throttle::new(Policy::HARD, 100_000),
+            address: Throttle::new(Policy::LOOSE, 100_000),
+            registration: Throttle::new(REGISTRATION, 100_000),
+            tokens: Throttle::new(TOKEN_GUESSES, 100_000),
+        }
+    }
+}
 
 /// The provider's in-memory helpers.
 pub struct Oidc {
@@ -28,9 +73,14 @@ pub struct Oidc {
     /// JWT signing (RSA is the slow one) off the executor, bounded like hashing.
     pub signer: crypto::BoundedPool,
     pub transactions: Transactions,
-    pub throttle: Throttle,
+    pub throttles: Throttles,
+    /// Password verifications in flight per account.
+    pub in_flight: InFlight,
     pub budget: EventBudget,
     username_key: [u8; 32],
+    /// Keys the CSRF token of forms shown without a transaction (a direct
+    /// visit to the login or registration page) to the browser binding.
+    form_key: [u8; 32],
     signing: Mutex<std::collections::HashMap<String, jsonwebtoken::EncodingKey>>,
 }
 
@@ -43,11 +93,28 @@ impl Oidc {
             passwords: Passwords::new(config.login.hash_workers, config.login.hash_queue)?,
             signer: crypto::BoundedPool::new(2, 256),
             transactions: Transactions::default(),
-            throttle: Throttle::new(3, 100_000),
+            throttles: Throttles::new(),
+            in_flight: InFlight::default(),
             budget: EventBudget::new(20, Duration::from_secs(60)),
             username_key: kek.derive("authlog username hash v1"),
+            form_key: kek.derive("authlog form csrf v1"),
             signing: Mutex::new(Default::default()),
         })
+    }
+
+    /// The CSRF token of a form `purpose` shown without a server-side
+    /// transaction: an HMAC of the browser binding, so the form is good in
+    /// that browser only and nothing is stored for an anonymous visit.
+    pub fn form_csrf(&self, purpose: &str, browser: &str) -> String {
+        crypto::b64url(&crate::seal::hmac_sha256(
+            &self.form_key,
+            format!("{purpose}\n{browser}").as_bytes(),
+        ))
+    }
+
+    /// Whether `csrf` is the token of form `purpose` for this browser.
+    pub fn check_form_csrf(&self, purpose: &str, browser: &str, csrf: &str) -> bool {
+        ct_eq(self.form_csrf(purpose, browser).as_bytes(), csrf.as_bytes())
     }
 
     /// The keyed hash stored for an unknown username (never the name itself).
@@ -524,7 +591,7 @@ pub async fn register_user(
 pub async fn change_user(
     state: &AppState,
     user_id: &str,
-    decide: impl Fn(&User) -> Result<Vec<Draft>, ApiError>,
+    mut decide: impl FnMut(&User) -> Result<Vec<Draft>, ApiError>,
 ) -> Result<Option<Appended>, ApiError> {
     let stream = format!("user-{user_id}");
     for _ in 0..4 {
@@ -564,12 +631,50 @@ pub fn password_secret(phc: String) -> Result<Vec<u8>, ApiError> {
     secret_json(&PasswordSecret { password: phc })
 }
 
-/// The outcome of a sign-in attempt. Every failure looks the same to the user.
+/// The outcome of a sign-in attempt. Every failure looks the same to someone
+/// without the password; with the right one, a locked or disabled account
+/// says so.
 pub enum LoginOutcome {
-    Success { session_id: String, cookie: String },
+    Success {
+        session_id: String,
+        cookie: String,
+    },
     Failed,
+    /// The password was right, but the account is locked until then (None:
+    /// until an administrator unlocks it).
+    Locked(Option<Timestamp>),
+    /// The password was right, but the account is disabled.
+    Disabled,
     Throttled(Duration),
     Busy,
+}
+
+/// The throttle keys of one attempt.
+struct LoginKeys {
+    pair: String,
+    account: String,
+    address: String,
+}
+
+/// How many more password checks an account may have in flight. A lock stops
+/// checks from counting, not from happening: during a lock the password is
+/// still verified (so its owner can be told the account is locked), at most
+/// `max_failures` more times per lock; beyond that, attempts are refused
+/// unverified until the lock lifts. So a guesser gets at most
+/// `2 × max_failures` verified guesses per lock window, and the first
+/// `max_failures` of them are exactly what locks the account.
+pub fn verification_budget(user: &User, max_failures: u32, t: Timestamp) -> usize {
+    // A lock that has run out leaves no count behind (the next failure
+    // starts again from one).
+    if matches!(user.locked, Some(Some(until)) if until <= t) {
+        return max_failures as usize;
+    }
+    let limit = if user.is_locked(t) {
+        2 * max_failures
+    } else {
+        max_failures
+    };
+    limit.saturating_sub(user.failed_attempts) as usize
 }
 
 /// Checks a username and password and records the outcome.
@@ -581,19 +686,44 @@ pub async fn login(
     client_id: Option<&str>,
 ) -> Result<LoginOutcome, ApiError> {
     let prepared = prepare_username(username).unwrap_or_else(|_| username.trim().to_string());
-    let pair_key = format!("{}|{}", normalize_username(&prepared), ctx.ip);
-    let ip_key = ctx.ip.to_string();
-    // Throttling comes before any event is decided.
-    for key in [&pair_key, &ip_key] {
-        if let Some(wait) = state.oidc.throttle.wait(key) {
-            return Ok(LoginOutcome::Throttled(wait));
-        }
+    let account = normalize_username(&prepared);
+    let address = address_key(ctx.ip);
+    let keys = LoginKeys {
+        pair: format!("{account}|{address}"),
+        account: account.clone(),
+        address,
+    };
+    let th = &state.oidc.throttles;
+    // Throttling comes before any event is decided: the account and the
+    // (account, address) pair hard, the bare address loosely.
+    let waits = [
+        th.pair.wait(&keys.pair),
+        th.account.wait(&keys.account),
+        th.address.wait(&keys.address),
+    ];
+    if let Some(wait) = waits.into_iter().flatten().max() {
+        return Ok(LoginOutcome::Throttled(wait));
     }
+    let user = view_lookup(state, |v| v.users.by_username(&prepared).cloned()).await;
+    let max = state.config.login.max_failures;
+    // At most the account's remaining budget of checks at once: a burst of
+    // parallel guesses cannot all be verified against the state read before
+    // the first of them was counted.
+    let _in_flight = match &user {
+        Some(u) => {
+            let budget = verification_budget(u, max, now());
+            match state.oidc.in_flight.admit(&u.id, budget) {
+                Some(g) => Some(g),
+                None => return Ok(LoginOutcome::Throttled(Duration::from_secs(1))),
+            }
+        }
+        None => None,
+    };
     // Count the attempt before the slow check, so parallel guesses meet the
     // delay too; a success takes it back.
-    state.oidc.throttle.fail(&pair_key);
-    state.oidc.throttle.fail(&ip_key);
-    let user = view_lookup(state, |v| v.users.by_username(&prepared).cloned()).await;
+    th.pair.fail(&keys.pair);
+    th.account.fail(&keys.account);
+    th.address.fail(&keys.address);
     let phc = user.as_ref().and_then(|u| user_password(state, u));
     // Unknown users, disabled and locked accounts cost what a wrong password costs.
     let verified = match state.oidc.passwords.verify(password, phc).await {
@@ -601,9 +731,8 @@ pub async fn login(
         Err(crypto::CryptoError::Busy) => return Ok(LoginOutcome::Busy),
         Err(e) => return Err(internal(e)),
     };
-    let t = now();
     let Some(user) = user else {
-        let hash = state.oidc.username_hash(&normalize_username(&prepared));
+        let hash = state.oidc.username_hash(&account);
         let client = client_id.unwrap_or("-").to_string();
         record_failure(state, ctx, "unknown_user", &client, || {
             let data = data::LoginFailed {
@@ -621,76 +750,96 @@ pub async fn login(
         .await;
         return Ok(LoginOutcome::Failed);
     };
-    let reason = if !user.enabled {
-        Some("user_disabled")
-    } else if user.is_locked(t) {
-        Some("user_locked")
-    } else if !verified {
-        Some("invalid_credentials")
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
-        let max = state.config.login.max_failures;
-        let lock_s = state.config.login.lock_s;
-        let client = client_id.map(str::to_string);
-        change_user(state, &user.id, |u| {
-            // A lock that has run out leaves no count behind.
-            let expired_lock = matches!(u.locked, Some(Some(until)) if until <= now());
-            let attempts = if expired_lock {
-                1
-            } else {
-                u.failed_attempts.saturating_add(1)
+    // Decide on the account as it is now, after the hash: a lock or a
+    // disabling that landed while the password was being checked counts.
+    let lock_s = state.config.login.lock_s;
+    let client = client_id.map(str::to_string);
+    let mut refused: Option<LoginOutcome> = None;
+    let mut succeeded: Option<User> = None;
+    change_user(state, &user.id, |u| {
+        let t = now();
+        let reason = if !u.enabled {
+            Some("user_disabled")
+        } else if u.is_locked(t) {
+            Some("user_locked")
+        } else if !verified {
+            Some("invalid_credentials")
+        } else {
+            None
+        };
+        let Some(reason) = reason else {
+            refused = None;
+            succeeded = Some(u.clone());
+            return Ok(vec![]);
+        };
+        succeeded = None;
+        refused = Some(match (reason, verified) {
+            ("user_disabled", true) => LoginOutcome::Disabled,
+            ("user_locked", true) => LoginOutcome::Locked(u.locked.unwrap_or_default()),
+            _ => LoginOutcome::Failed,
+        });
+        // A lock that has run out leaves no count behind.
+        let expired_lock = matches!(u.locked, Some(Some(until)) if until <= t);
+        let attempts = if expired_lock {
+            1
+        } else {
+            u.failed_attempts.saturating_add(1)
+        };
+        let data = data::LoginFailed {
+            user_id: Some(u.id.clone()),
+            username_hash: None,
+            failed_attempts: Some(attempts),
+        };
+        let mut env = draft(
+            &format!("user-{}", u.id),
+            Actor {
+                kind: ActorKind::User,
+                id: u.id.clone(),
+            },
+            &data,
+            Some(ctx),
+        )?
+        .subject(u.id.clone())
+        .failure(reason);
+        if let Some(c) = &client {
+            env = env.client(c.clone());
+        }
+        let mut drafts = vec![Draft {
+            envelope: env,
+            secret: None,
+        }];
+        if reason == "invalid_credentials" && attempts >= max && !u.is_locked(t) {
+            let lock = data::UserLocked {
+                user_id: u.id.clone(),
+                failed_attempts: attempts,
+                until: Some(t.plus_seconds(lock_s)),
             };
-            let data = data::LoginFailed {
-                user_id: Some(u.id.clone()),
-                username_hash: None,
-                failed_attempts: Some(attempts),
-            };
-            let mut env = draft(
+            let env = draft(
                 &format!("user-{}", u.id),
-                Actor {
-                    kind: ActorKind::User,
-                    id: u.id.clone(),
-                },
-                &data,
+                Actor::system("lockout"),
+                &lock,
                 Some(ctx),
             )?
-            .subject(u.id.clone())
-            .failure(reason);
-            if let Some(c) = &client {
-                env = env.client(c.clone());
-            }
-            let mut drafts = vec![Draft {
+            .subject(u.id.clone());
+            drafts.push(Draft {
                 envelope: env,
                 secret: None,
-            }];
-            if reason == "invalid_credentials" && attempts >= max && !u.is_locked(now()) {
-                let lock = data::UserLocked {
-                    user_id: u.id.clone(),
-                    failed_attempts: attempts,
-                    until: Some(now().plus_seconds(lock_s)),
-                };
-                let env = draft(
-                    &format!("user-{}", u.id),
-                    Actor::system("lockout"),
-                    &lock,
-                    Some(ctx),
-                )?
-                .subject(u.id.clone());
-                drafts.push(Draft {
-                    envelope: env,
-                    secret: None,
-                });
-            }
-            Ok(drafts)
-        })
-        .await?;
-        return Ok(LoginOutcome::Failed);
+            });
+        }
+        Ok(drafts)
+    })
+    .await?;
+    if let Some(outcome) = refused {
+        return Ok(outcome);
     }
-    state.oidc.throttle.succeed(&pair_key);
-    state.oidc.throttle.undo(&ip_key);
+    let Some(user) = succeeded else {
+        return Ok(LoginOutcome::Failed);
+    };
+    th.pair.forgive(&keys.pair);
+    th.account.forgive(&keys.account);
+    th.address.undo(&keys.address);
     // A new session id at every sign-in: no fixation.
+    let t = now();
     let sid = new_id();
     let secret = crypto::secret_token().map_err(internal)?;
     let ttl = state.config.tokens.session_ttl_s;
@@ -2001,4 +2150,42 @@ async fn append_following(
     Err(ApiError::Unavailable(format!(
         "{stream} is busy; try again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(failed: u32, locked: Option<Option<Timestamp>>) -> User {
+        User {
+            id: "u".into(),
+            username: "alice".into(),
+            email: None,
+            name: None,
+            enabled: true,
+            locked,
+            failed_attempts: failed,
+            password: None,
+            revision: None,
+            created_at: Timestamp::default(),
+            consents: Default::default(),
+            self_registered: false,
+        }
+    }
+
+    #[test]
+    fn the_verification_budget_is_what_is_left_before_the_lock_then_as_much_again() {
+        let t = Timestamp::from_unix_millis(1_000_000);
+        assert_eq!(verification_budget(&user(0, None), 5, t), 5);
+        assert_eq!(verification_budget(&user(4, None), 5, t), 1);
+        assert_eq!(verification_budget(&user(5, None), 5, t), 0);
+        let until = Some(t.plus_seconds(900));
+        assert_eq!(verification_budget(&user(5, Some(until)), 5, t), 5);
+        assert_eq!(verification_budget(&user(9, Some(until)), 5, t), 1);
+        assert_eq!(verification_budget(&user(10, Some(until)), 5, t), 0);
+        assert_eq!(verification_budget(&user(12, Some(until)), 5, t), 0);
+        // A lock that ran out is no lock.
+        let past = Some(t.plus_seconds(-1));
+        assert_eq!(verification_budget(&user(5, Some(past)), 5, t), 5);
+    }
 }

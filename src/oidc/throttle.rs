@@ -58,6 +58,7 @@ impl Policy {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The score right after the latest failure.
     score: f64,
     last: Instant,
 }
@@ -93,10 +94,10 @@ impl Throttle {
     pub fn wait_at(&self, key: &str, now: Instant) -> Option<Duration> {
         let map = self.map.lock().ok()?;
         let e = map.get(key)?;
-        self.policy.wait(
-            e.decayed(now, self.policy.half_life),
-            now.saturating_duration_since(e.last),
-        )
+        // The wait is set by the score the latest failure left; fading lowers
+        // the score the next failure starts from.
+        self.policy
+            .wait(e.score, now.saturating_duration_since(e.last))
     }
 
     /// Counts one failure (or one attempt not yet known to succeed).

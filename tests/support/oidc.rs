@@ -125,20 +125,44 @@ impl Rp {
     /// Signs in through the login form (and the consent form when asked) and
     /// returns the redirect back to the client.
     pub async fn sign_in(&self, browser: &reqwest::Client, url: &str, password: &str) -> String {
-        let r = browser.get(url).send().await.unwrap();
+        self.sign_in_as(browser, url, password, None).await
+    }
+
+    /// As [`Rp::sign_in`], every request carrying `X-Forwarded-For: ip` (for a
+    /// server that trusts the test client as a proxy).
+    pub async fn sign_in_from(
+        &self,
+        browser: &reqwest::Client,
+        url: &str,
+        password: &str,
+        ip: &str,
+    ) -> String {
+        self.sign_in_as(browser, url, password, Some(ip)).await
+    }
+
+    async fn sign_in_as(
+        &self,
+        browser: &reqwest::Client,
+        url: &str,
+        password: &str,
+        ip: Option<&str>,
+    ) -> String {
+        let xff = |r: reqwest::RequestBuilder| match ip {
+            Some(ip) => r.header("x-forwarded-for", ip),
+            None => r,
+        };
+        let r = xff(browser.get(url)).send().await.unwrap();
         assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
         let mut next = location(&r);
         if next.contains("/oidc/login") {
-            let page = browser
-                .get(format!("{}{}", self.base, next))
+            let page = xff(browser.get(format!("{}{}", self.base, next)))
                 .send()
                 .await
                 .unwrap()
                 .text()
                 .await
                 .unwrap();
-            let r = browser
-                .post(format!("{}/oidc/login", self.base))
+            let r = xff(browser.post(format!("{}/oidc/login", self.base)))
                 .form(&[
                     ("username", self.username.as_str()),
                     ("password", password),
@@ -152,16 +176,14 @@ impl Rp {
             next = location(&r);
         }
         if next.contains("/oidc/consent") {
-            let page = browser
-                .get(format!("{}{}", self.base, next))
+            let page = xff(browser.get(format!("{}{}", self.base, next)))
                 .send()
                 .await
                 .unwrap()
                 .text()
                 .await
                 .unwrap();
-            let r = browser
-                .post(format!("{}/oidc/consent", self.base))
+            let r = xff(browser.post(format!("{}/oidc/consent", self.base)))
                 .form(&[
                     ("decision", "allow"),
                     ("tx", &field(&page, "tx")),
