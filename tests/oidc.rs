@@ -1882,3 +1882,124 @@ async fn https_issuers_get_host_prefixed_secure_cookies() {
     assert_eq!(v["error"], "invalid_redirect_uri", "{v}");
     app.stop().await;
 }
+
+/// Headers a sign-in does not need cannot break it: a stray non-ASCII cookie
+/// of another application on the host, a UTF-8 User-Agent. Form values that
+/// are not UTF-8 are refused (replacing them would make different passwords
+/// one), and nothing is appended for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_headers_are_tolerated_and_invalid_utf8_forms_refused() {
+    use reqwest::header::{HeaderValue, USER_AGENT};
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let (_, ch) = pkce();
+    let b = browser();
+    let stray = HeaderValue::from_bytes("theme=café; lang=fr".as_bytes()).unwrap();
+    let ua = HeaderValue::from_bytes("Navigateur/1.0 (Hélène's laptop)".as_bytes()).unwrap();
+    let r = b
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .header(USER_AGENT, ua.clone())
+        .header("cookie", stray.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let binding = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let cookies = HeaderValue::from_bytes(format!("theme=café; {binding}").as_bytes()).unwrap();
+    let page = b
+        .get(app.url(&location(&r)))
+        .header(USER_AGENT, ua.clone())
+        .header("cookie", cookies.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    let body = format!(
+        "username={}&password={}&tx={}&csrf={}",
+        rp.username,
+        form_urlencoded::byte_serialize(PASSWORD.as_bytes()).collect::<String>(),
+        field(&page, "tx"),
+        field(&page, "csrf")
+    );
+    let before = app.store.head().await.unwrap().unwrap().seq;
+    // The same form with a password that is not UTF-8: refused, nothing appended.
+    let bad = body.replace("password=correct", "password=%FFcorrect");
+    let r = b
+        .post(app.url("/oidc/login"))
+        .header(USER_AGENT, ua.clone())
+        .header("cookie", cookies.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request", "{v}");
+    assert_eq!(app.store.head().await.unwrap().unwrap().seq, before);
+    let r = b
+        .post(app.url("/oidc/login"))
+        .header(USER_AGENT, ua)
+        .header("cookie", cookies)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    // The user agent is recorded as sent.
+    let log = app.log().await;
+    let login = log.iter().find(|e| e["type"] == "login.succeeded").unwrap();
+    assert_eq!(
+        login["source"]["user_agent"],
+        "Navigateur/1.0 (Hélène's laptop)"
+    );
+    app.stop().await;
+}
+
+/// Admin tokens cannot be guessed at line rate: past ten wrong ones from an
+/// address, each further attempt waits (429 with Retry-After), and the right
+/// token from another address still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_throttled_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = proxied(&[]);
+    let app = spawn_app_with(dir.path(), &settings).await;
+    let http = reqwest::Client::new();
+    let call = |token: &str, ip: &str| {
+        http.get(app.url("/admin/clients"))
+            .bearer_auth(token)
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = call(&format!("guess-{i:032}"), "198.51.100.66")
+            .await
+            .unwrap();
+        statuses.push((r.status(), r.headers().get("retry-after").cloned()));
+    }
+    assert!(
+        statuses[..10]
+            .iter()
+            .all(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+    );
+    let (s, retry) = &statuses[11];
+    assert_eq!(*s, StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    assert!(retry.is_some());
+    // Even the right token waits from the guessing address; another address is fine.
+    let r = call(&app.admin_token, "198.51.100.66").await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = call(&app.admin_token, "198.51.100.67").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}
