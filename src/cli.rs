@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Act on a user's sessions and grants.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Query, export and verify the audit trail.
     Audit {
         #[command(subcommand)]
@@ -220,6 +225,26 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Sign a user out everywhere: every live session ends (`session.ended`,
+    /// cause admin); grants issued for offline access stay.
+    EndSessions {
+        /// The user's id or username.
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke every live grant of a user (`token.revoked`, cause admin): their
+    /// access and refresh tokens stop working at once.
+    RevokeGrants {
+        /// The user's id or username.
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Publish a new signing key now; it signs after one JWKS cache lifetime and
     /// the key it replaces is retired after the longest token lifetime.
@@ -334,6 +359,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Err(e) => Err(e.into()),
         },
         Command::Client { command } => client_command(&config, command).await,
+        Command::User { command } => user_command(&config, command).await,
         Command::Audit { command } => audit_command(&config, command).await,
         Command::Sink {
             command: SinkCommand::Run { metrics_listen },
@@ -642,6 +668,27 @@ async fn client_command(config: &Config, command: ClientCommand) -> Result<(), C
             Ok(())
         }
     }
+}
+
+async fn user_command(config: &Config, command: UserCommand) -> Result<(), CliError> {
+    let (user, action, remote) = match command {
+        UserCommand::EndSessions { user, remote } => (user, "end-sessions", remote),
+        UserCommand::RevokeGrants { user, remote } => (user, "revoke-grants", remote),
+    };
+    let path = format!(
+        "/admin/users/{}/{action}",
+        form_urlencoded::byte_serialize(user.as_bytes()).collect::<String>()
+    );
+    let v = with_admin_api(config, &remote, |url, token| async move {
+        admin_call(&url, &token, reqwest::Method::POST, &path, None).await
+    })
+    .await?;
+    match (v["sessions_ended"].as_u64(), v["grants_revoked"].as_u64()) {
+        (Some(n), _) => println!("{user}: {n} session(s) ended"),
+        (_, Some(n)) => println!("{user}: {n} grant(s) revoked"),
+        _ => println!("{v}"),
+    }
+    Ok(())
 }
 
 /// `keys rotate` on a stopped server: the same `key.generated` the server

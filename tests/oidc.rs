@@ -2003,3 +2003,184 @@ async fn wrong_admin_tokens_are_throttled_per_address() {
     assert_eq!(r.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// Signs `rp`'s user in through `b` with `scope` and redeems the code: the
+/// token response.
+async fn tokens_for(rp: &Rp, b: &reqwest::Client, scope: &str) -> serde_json::Value {
+    let (verifier, ch) = pkce();
+    let back = rp.sign_in(b, &rp.auth_url(&ch, scope, &[]), PASSWORD).await;
+    let code = query(&back)["code"].clone();
+    let r = rp.redeem(&code, &verifier).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn userinfo_status(app: &TestApp, access_token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn refresh_status(rp: &Rp, refresh_token: &str) -> StatusCode {
+    rp.token(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ])
+    .await
+    .status()
+}
+
+/// An administrator's password reset ends everything the old password
+/// signed in: every session, every access and refresh token (offline ones
+/// included). "End all sessions" and "revoke all grants" do each on its own,
+/// through the API and the CLI, with events naming the administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_ends_every_session_and_grant() {
+    let (_d, app, rp) = app_and_rp(json!({})).await;
+    let admin = reqwest::Client::new();
+    let b1 = browser();
+    let online = tokens_for(&rp, &b1, "openid").await;
+    let b2 = browser();
+    let offline = tokens_for(&rp, &b2, "openid offline_access").await;
+    for t in [&online, &offline] {
+        assert_eq!(
+            userinfo_status(&app, t["access_token"].as_str().unwrap()).await,
+            200
+        );
+    }
+    let r = admin
+        .post(app.url(&format!("/admin/users/{}/password", rp.user_id)))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["sessions_ended"].as_u64(), v["grants_revoked"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    for t in [&online, &offline] {
+        assert_eq!(
+            userinfo_status(&app, t["access_token"].as_str().unwrap()).await,
+            401
+        );
+        assert_eq!(
+            refresh_status(&rp, t["refresh_token"].as_str().unwrap()).await,
+            400
+        );
+    }
+    // The old session cookie no longer signs anyone in: the login page comes back.
+    let (_, ch) = pkce();
+    let r = b1
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).contains("/oidc/login"), "{}", location(&r));
+    let log = app.log().await;
+    let ended: Vec<_> = log
+        .iter()
+        .filter(|e| e["type"] == "session.ended" && e["data"]["cause"] == "password_changed")
+        .collect();
+    assert_eq!(ended.len(), 2);
+    assert!(
+        ended
+            .iter()
+            .all(|e| e["actor"]["kind"] == "admin" && e["actor"]["id"] == "default")
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e["type"] == "token.revoked" && e["data"]["cause"] == "password_changed")
+            .count(),
+        2
+    );
+
+    // End all sessions / revoke all grants, each on its own.
+    let new_pw = "a brand new passphrase";
+    let sign_in = |b: reqwest::Client| {
+        let rp = &rp;
+        async move {
+            let (verifier, ch) = pkce();
+            let back = rp
+                .sign_in(&b, &rp.auth_url(&ch, "openid offline_access", &[]), new_pw)
+                .await;
+            let r = rp.redeem(&query(&back)["code"], &verifier).await;
+            (b, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (b3, t3) = sign_in(browser()).await;
+    let r = admin
+        .post(app.url(&format!("/admin/users/{}/end-sessions", rp.username)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["sessions_ended"],
+        1
+    );
+    let r = b3
+        .get(rp.auth_url(&ch, "openid", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).contains("/oidc/login"));
+    // The offline grant outlives the sessions; revoking grants ends it, here from the CLI.
+    assert_eq!(
+        userinfo_status(&app, t3["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args([
+            "user",
+            "revoke-grants",
+            &rp.username,
+            "--url",
+            &app.url(""),
+            "--token",
+            &app.admin_token,
+        ])
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{}: 1 grant(s) revoked", rp.username)
+    );
+    assert_eq!(
+        userinfo_status(&app, t3["access_token"].as_str().unwrap()).await,
+        401
+    );
+    assert_eq!(
+        refresh_status(&rp, t3["refresh_token"].as_str().unwrap()).await,
+        400
+    );
+    let r = admin
+        .post(app.url("/admin/users/nobody-at-all/end-sessions"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no such user: nobody-at-all")
+    );
+    app.stop().await;
+}

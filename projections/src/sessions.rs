@@ -36,6 +36,18 @@ impl SessionsView {
         self.by_id.get(id).filter(|s| now < s.expires_at)
     }
 
+    /// The live sessions of user `user_id` at `now` (a scan: for rare
+    /// operations such as ending all of a user's sessions).
+    pub fn of_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: Timestamp,
+    ) -> impl Iterator<Item = &'a Session> + 'a {
+        self.by_id
+            .values()
+            .filter(move |s| s.user_id == user_id && now < s.expires_at)
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -171,8 +171,11 @@ pub struct LoginFailed {
 pub enum SessionEndCause {
     Logout,
     Expired,
+    /// An administrator ended the user's sessions.
     Admin,
     UserDisabled,
+    /// The user's password changed: every session signed in with the old one ends.
+    PasswordChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +292,10 @@ pub enum RevocationCause {
     Logout,
     ClientDeleted,
     UserDisabled,
+    /// An administrator revoked the user's grants.
     Admin,
+    /// The user's password changed.
+    PasswordChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

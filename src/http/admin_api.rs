@@ -122,10 +122,25 @@ async fn create_user(
     }
 }
 
+/// The user a path names: by id, else by username.
+async fn resolve_user(state: &State, id_or_name: &str) -> Result<User, ApiError> {
+    service::view_lookup(state, |v| {
+        v.users
+            .get(id_or_name)
+            .or_else(|| v.users.by_username(id_or_name))
+            .cloned()
+    })
+    .await
+    .ok_or_else(|| {
+        ApiError::Missing(format!(
+            "no such user: {}",
+            id_or_name.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
 async fn get_user(id: String, state: State) -> Result<Response, warp::Rejection> {
-    let u = service::view_lookup(&state, |v| v.users.get(&id).cloned())
-        .await
-        .ok_or(ApiError::NotFound)?;
+    let u = resolve_user(&state, &id).await?;
     Ok(json_status(user_json(&u, service::now()), StatusCode::OK))
 }
 
@@ -136,6 +151,13 @@ async fn user_action(
     token: String,
     body: Option<NewPassword>,
 ) -> Result<Response, warp::Rejection> {
+    if !matches!(
+        &action[..],
+        "disable" | "enable" | "unlock" | "password" | "end-sessions" | "revoke-grants"
+    ) {
+        return Err(ApiError::NotFound.into());
+    }
+    let id = resolve_user(&state, &id).await?.id;
     let stream = format!("user-{id}");
     let phc = match (&action[..], body) {
         ("password", Some(p)) => {
@@ -163,8 +185,37 @@ async fn user_action(
         }
         _ => None,
     };
+    let token_name = token.clone();
     let actor = admin(token);
     let admin_actor = actor.clone();
+    // Actions on what the user holds rather than on the user's own stream.
+    if action == "end-sessions" || action == "revoke-grants" {
+        let out = if action == "end-sessions" {
+            let n =
+                service::end_user_sessions(&state, &id, admin_actor, data::SessionEndCause::Admin)
+                    .await?;
+            json!({"user_id": id, "sessions_ended": n})
+        } else {
+            let n =
+                service::revoke_user_grants(&state, &id, admin_actor, data::RevocationCause::Admin)
+                    .await?;
+            json!({"user_id": id, "grants_revoked": n})
+        };
+        return Ok(json_status(out, StatusCode::OK));
+    }
+    // Disabling ends the sessions first, as events (the views also drop any
+    // session that slips in before the disabling lands).
+    let ended_first = if action == "disable" {
+        service::end_user_sessions(
+            &state,
+            &id,
+            admin(token_name.clone()),
+            data::SessionEndCause::UserDisabled,
+        )
+        .await?
+    } else {
+        0
+    };
     service::change_user(&state, &id, |u| {
         let env = match &action[..] {
             "disable" if u.enabled => service::draft(
@@ -213,10 +264,40 @@ async fn user_action(
         }])
     })
     .await?;
-    if action == "disable" {
-        service::revoke_user_grants(&state, &id, admin_actor).await?;
+    // A disabled user, or one whose password changed, keeps nothing that the
+    // old state signed in: every session ends and every grant is revoked.
+    let ended = match &action[..] {
+        "disable" => Some((
+            ended_first,
+            service::revoke_user_grants(
+                &state,
+                &id,
+                admin(token_name.clone()),
+                data::RevocationCause::UserDisabled,
+            )
+            .await?,
+        )),
+        "password" => Some(
+            service::end_everything(
+                &state,
+                &id,
+                admin(token_name.clone()),
+                data::SessionEndCause::PasswordChanged,
+                data::RevocationCause::PasswordChanged,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let u = service::view_lookup(&state, |v| v.users.get(&id).cloned())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    let mut out = user_json(&u, service::now());
+    if let Some((sessions, grants)) = ended {
+        out["sessions_ended"] = sessions.into();
+        out["grants_revoked"] = grants.into();
     }
-    get_user(id, state).await
+    Ok(json_status(out, StatusCode::OK))
 }
 
 // ---- clients ------------------------------------------------------------------------------

@@ -1760,13 +1760,15 @@ pub async fn advance_key_rotation(state: &AppState) -> Result<usize, ApiError> {
     }
 }
 
-/// Revokes every live grant of a user (when the user is disabled): their access
-/// and refresh tokens stop working at once.
+/// Revokes every live grant of a user (disabled, password changed, or an
+/// administrator's "revoke all grants"): their access and refresh tokens stop
+/// working at once. Returns how many grants were revoked.
 pub async fn revoke_user_grants(
     state: &AppState,
     user_id: &str,
     actor: Actor,
-) -> Result<(), ApiError> {
+    cause: data::RevocationCause,
+) -> Result<usize, ApiError> {
     catch_up_views(state).await;
     let grants: Vec<(String, String, u64)> = {
         let views = state.views.read().await;
@@ -1777,6 +1779,7 @@ pub async fn revoke_user_grants(
             .map(|g| (g.grant_id.clone(), g.client_id.clone(), g.revision))
             .collect()
     };
+    let n = grants.len();
     for (gid, client_id, revision) in grants {
         let stream = format!("grant-{gid}");
         let d = data::TokenRevoked {
@@ -1784,14 +1787,75 @@ pub async fn revoke_user_grants(
             client_id: client_id.clone(),
             token_ids: vec![],
             grant: true,
-            cause: data::RevocationCause::UserDisabled,
+            cause,
         };
         let env = draft(&stream, actor.clone(), &d, None)?
             .subject(user_id.to_string())
             .client(client_id);
         append_following(state, &stream, revision, env).await?;
     }
-    Ok(())
+    Ok(n)
+}
+
+/// Ends every live session of a user (`session.ended` on each session's own
+/// stream, at the revision read: a session already ended elsewhere stays
+/// ended once). Returns how many sessions ended.
+pub async fn end_user_sessions(
+    state: &AppState,
+    user_id: &str,
+    actor: Actor,
+    cause: data::SessionEndCause,
+) -> Result<usize, ApiError> {
+    catch_up_views(state).await;
+    let sessions: Vec<Session> = {
+        let views = state.views.read().await;
+        let t = now();
+        views.sessions.of_user(user_id, t).cloned().collect()
+    };
+    let mut ended = 0;
+    for s in sessions {
+        let stream = format!("session-{}", s.id);
+        let d = data::SessionEnded {
+            session_id: s.id.clone(),
+            user_id: user_id.to_string(),
+            cause,
+        };
+        let env = draft(&stream, actor.clone(), &d, None)?
+            .subject(user_id.to_string())
+            .session(s.id.clone());
+        match commit(
+            state,
+            &stream,
+            Expected::Revision(s.revision),
+            vec![Draft {
+                envelope: env,
+                secret: None,
+            }],
+        )
+        .await
+        {
+            Ok(_) => ended += 1,
+            // It ended meanwhile (a logout): nothing more to do.
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Ok(ended)
+}
+
+/// What ends when the credentials behind a user's sessions no longer hold
+/// (disabled, password changed): every session and every grant, offline ones
+/// included, in one decision.
+pub async fn end_everything(
+    state: &AppState,
+    user_id: &str,
+    actor: Actor,
+    session_cause: data::SessionEndCause,
+    grant_cause: data::RevocationCause,
+) -> Result<(usize, usize), ApiError> {
+    let sessions = end_user_sessions(state, user_id, actor.clone(), session_cause).await?;
+    let grants = revoke_user_grants(state, user_id, actor, grant_cause).await?;
+    Ok((sessions, grants))
 }
 
 // ---- client credentials, introspection, revocation ----------------------------------------
