@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Manage resource servers: the APIs access tokens are for, and their scopes.
+    ResourceServer {
+        #[command(subcommand)]
+        command: ResourceServerCommand,
+    },
     /// Act on a user's sessions and grants.
     User {
         #[command(subcommand)]
@@ -224,6 +229,58 @@ pub enum ClientCommand {
     },
 }
 
+/// A resource server's description, as the admin API takes it:
+/// `{"identifier": "https://api.example", "name": "Reports API", "scopes":
+/// [{"name": "reports:read", "description": "Read your reports",
+/// "consent": true, "machine": false, "registrable": false}]}`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResourceServerBody {
+    /// The JSON description inline.
+    #[arg(long)]
+    json: Option<String>,
+    /// A file holding the JSON description.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceServerCommand {
+    /// Register a resource server.
+    Create {
+        #[command(flatten)]
+        body: ResourceServerBody,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List resource servers (and the default audience).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one resource server.
+    Show {
+        /// Its identifier.
+        identifier: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace a resource server's name and scopes.
+    Update {
+        identifier: String,
+        #[command(flatten)]
+        body: ResourceServerBody,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a resource server (refused while clients hold its scopes).
+    Delete {
+        identifier: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Sign a user out everywhere: every live session ends (`session.ended`,
@@ -360,6 +417,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         },
         Command::Client { command } => client_command(&config, command).await,
         Command::User { command } => user_command(&config, command).await,
+        Command::ResourceServer { command } => resource_server_command(&config, command).await,
         Command::Audit { command } => audit_command(&config, command).await,
         Command::Sink {
             command: SinkCommand::Run { metrics_listen },
@@ -668,6 +726,72 @@ async fn client_command(config: &Config, command: ClientCommand) -> Result<(), C
             Ok(())
         }
     }
+}
+
+fn read_body(body: ResourceServerBody) -> Result<serde_json::Value, CliError> {
+    let text = match (body.json, body.file) {
+        (Some(j), _) => j,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .map_err(|e| CliError::Other(format!("reading {}: {e}", f.display())))?,
+        (None, None) => return Err(CliError::Other("give --json or --file".into())),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Other(format!("the description is not JSON: {e}")))
+}
+
+async fn resource_server_command(
+    config: &Config,
+    command: ResourceServerCommand,
+) -> Result<(), CliError> {
+    use reqwest::Method;
+    let segment = |id: &str| form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
+    let (method, path, body, remote) = match command {
+        ResourceServerCommand::Create { body, remote } => (
+            Method::POST,
+            "/admin/resource-servers".to_string(),
+            Some(read_body(body)?),
+            remote,
+        ),
+        ResourceServerCommand::List { remote } => (
+            Method::GET,
+            "/admin/resource-servers".to_string(),
+            None,
+            remote,
+        ),
+        ResourceServerCommand::Show { identifier, remote } => (
+            Method::GET,
+            format!("/admin/resource-servers/{}", segment(&identifier)),
+            None,
+            remote,
+        ),
+        ResourceServerCommand::Update {
+            identifier,
+            body,
+            remote,
+        } => (
+            Method::PUT,
+            format!("/admin/resource-servers/{}", segment(&identifier)),
+            Some(read_body(body)?),
+            remote,
+        ),
+        ResourceServerCommand::Delete { identifier, remote } => (
+            Method::DELETE,
+            format!("/admin/resource-servers/{}", segment(&identifier)),
+            None,
+            remote,
+        ),
+    };
+    let deleting = method == Method::DELETE;
+    let v = with_admin_api(config, &remote, |url, token| async move {
+        admin_call(&url, &token, method, &path, body).await
+    })
+    .await?;
+    if deleting {
+        println!("deleted");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    Ok(())
 }
 
 async fn user_command(config: &Config, command: UserCommand) -> Result<(), CliError> {

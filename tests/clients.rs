@@ -881,3 +881,465 @@ async fn the_cli_manages_clients_with_the_server_stopped_or_running() {
     assert_eq!(s, 404);
     app.stop().await;
 }
+
+fn b64_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+const REPORTS: &str = "https://reports.example";
+
+/// Scopes are the administrators': a resource server declares its scopes and
+/// who may have each. Clients that register themselves get only registrable
+/// scopes; client_credentials issues only machine scopes the client holds;
+/// access tokens are for the resource servers their scopes belong to, or the
+/// RFC 8707 resources asked for, and the consent page says what each scope does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_servers_decide_scopes_and_audiences() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_REGISTRATION_OPEN_DYNAMIC", "true")]).await;
+    let (s, v) = admin(&app, reqwest::Method::POST, "/admin/resource-servers", Some(json!({
+        "identifier": REPORTS,
+        "name": "Reports API",
+        "scopes": [
+            {"name": "reports:read", "description": "Read your reports", "consent": true, "registrable": true},
+            {"name": "reports:sync", "description": "Copy all reports", "consent": false, "machine": true},
+        ],
+    }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["scopes"][1]["machine"], true);
+    let (s, _) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/resource-servers",
+        Some(json!({"identifier": REPORTS, "name": "again"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/resource-servers",
+        Some(json!({"identifier": "not a uri", "name": "x"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let encoded = form_urlencoded::byte_serialize(REPORTS.as_bytes()).collect::<String>();
+    let (s, v) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/resource-servers/{encoded}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["name"].as_str()),
+        (StatusCode::OK, Some("Reports API"))
+    );
+
+    // An outsider registers: registrable scopes yes, the machine scope and
+    // undeclared ones no.
+    let http = reqwest::Client::new();
+    let register = |body: Value| {
+        http.post(app.url("/oidc/oauth2/register"))
+            .json(&body)
+            .send()
+    };
+    let r = register(json!({"client_name": "Outsider", "redirect_uris": ["https://out.example/cb"], "scope": "openid reports:read"})).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let outsider: Value = r.json().await.unwrap();
+    for scope in ["reports:sync", "admin:everything", "introspection"] {
+        let r = register(
+            json!({"client_name": "Greedy", "grant_types": ["client_credentials"], "scope": scope}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400, "{scope}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_client_metadata", "{scope}: {v}");
+    }
+    let _ = outsider;
+
+    // A machine client an administrator registered: machine scopes only.
+    let (id, secret) = machine_client(&app, "reports:sync reports:read legacy:export").await;
+    let token = |form: Vec<(&'static str, String)>| {
+        let (id, secret, app) = (id.clone(), secret.clone(), &app);
+        async move {
+            let mut f = vec![("grant_type", "client_credentials".to_string())];
+            f.extend(form);
+            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(app, "/oidc/oauth2/token", &id, Some(&secret), &pairs).await
+        }
+    };
+    let (s, v) = token(vec![]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["scope"], "reports:sync legacy:export",
+        "consent-only scopes are not for machines"
+    );
+    let claims = b64_claims(v["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["aud"],
+        json!(["authlog-resources", REPORTS]),
+        "{claims}"
+    );
+    let (s, v) = token(vec![("scope", "reports:read".into())]).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope")),
+        "{v}"
+    );
+    // RFC 8707: a token for one resource carries that resource's scopes only.
+    let (s, v) = token(vec![("resource", REPORTS.into())]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["scope"], "reports:sync");
+    let claims = b64_claims(v["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], REPORTS);
+    let (s, v) = post_form(
+        &app,
+        "/oidc/oauth2/introspect",
+        &id,
+        Some(&secret),
+        &[("token", v["access_token"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(
+        (s, v["aud"].as_str()),
+        (StatusCode::OK, Some(REPORTS)),
+        "{v}"
+    );
+    for bad in ["https://elsewhere.example", "not-a-uri"] {
+        let (s, v) = token(vec![("resource", bad.into())]).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_target")),
+            "{bad}: {v}"
+        );
+    }
+    let log = app.log().await;
+    let granted: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "token.granted")
+        .collect();
+    assert_eq!(
+        granted.last().unwrap()["data"]["audience"],
+        json!([REPORTS]),
+        "the audience is recorded"
+    );
+
+    // A sign-in for the reports API: the consent page says what the scope does,
+    // and the token is for that API alone (so userinfo, another resource, refuses it).
+    let rp = setup(
+        &app.url(""),
+        &app.admin_token,
+        json!({"scope": "openid reports:read reports:sync"}),
+    )
+    .await;
+    let b = browser();
+    let (verifier, ch) = pkce();
+    let url = rp.auth_url(&ch, "openid reports:read", &[("resource", REPORTS)]);
+    let r = b.get(&url).send().await.unwrap();
+    let login = app.url(&crate::support::oidc::location(&r));
+    let page = b.get(&login).send().await.unwrap().text().await.unwrap();
+    let r = b
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", PASSWORD),
+            ("tx", &crate::support::oidc::field(&page, "tx")),
+            ("csrf", &crate::support::oidc::field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let consent = app.url(&crate::support::oidc::location(&r));
+    let page = b.get(&consent).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Read your reports (Reports API)"), "{page}");
+    let back = rp.sign_in(&b, &url, PASSWORD).await;
+    let code = query(&back)["code"].clone();
+    let r = rp.redeem(&code, &verifier).await;
+    let t: Value = r.json().await.unwrap();
+    let claims = b64_claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], REPORTS, "{claims}");
+    let r = http
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a token for the reports API is not for userinfo"
+    );
+    // Without a resource: for every resource server its scopes belong to.
+    let (verifier, ch) = pkce();
+    let back = rp
+        .sign_in(&b, &rp.auth_url(&ch, "openid reports:read", &[]), PASSWORD)
+        .await;
+    let t: Value = rp
+        .redeem(&query(&back)["code"], &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let claims = b64_claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], json!(["authlog-resources", REPORTS]));
+    let r = http
+        .get(app.url("/oidc/userinfo"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A machine scope in a sign-in, an unknown resource: refused back to the client.
+    let (_, ch) = pkce();
+    for (scope, resource, error) in [
+        ("openid reports:sync", None, "invalid_scope"),
+        (
+            "openid",
+            Some("https://elsewhere.example"),
+            "invalid_target",
+        ),
+    ] {
+        let mut extra = vec![];
+        if let Some(r) = resource {
+            extra.push(("resource", r));
+        }
+        let r = b.get(rp.auth_url(&ch, scope, &extra)).send().await.unwrap();
+        let to = crate::support::oidc::location(&r);
+        assert_eq!(query(&to)["error"], error, "{to}");
+    }
+    // Clients still hold its scopes: the resource server cannot go.
+    let (s, v) = admin(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/admin/resource-servers/{encoded}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("still hold"),
+        "{v}"
+    );
+    // The CLI lists it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args([
+            "resource-server",
+            "list",
+            "--url",
+            &app.url(""),
+            "--token",
+            &app.admin_token,
+        ])
+        .env("AUTHLOG_LOG_LEVEL", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"identifier\": \"https://reports.example\"")
+    );
+    app.stop().await;
+}
+
+/// A client that registered itself without an initial access token cannot
+/// use authlog as an open redirector (RFC 9700 §4.11.2): its errors are shown
+/// on a page naming the target, until an administrator approves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_registration_errors_are_shown_until_an_administrator_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &[("AUTHLOG_REGISTRATION_OPEN_DYNAMIC", "true")]).await;
+    let r = reqwest::Client::new()
+        .post(app.url("/oidc/oauth2/register"))
+        .json(&json!({"client_name": "Landing", "redirect_uris": ["https://evil.example/landing"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let client: Value = r.json().await.unwrap();
+    let id = client["client_id"].as_str().unwrap();
+    assert!(
+        client.get("approved").is_none(),
+        "RFC 7591 answers carry no admin fields"
+    );
+    let (_, ch) = pkce();
+    let url = format!(
+        "{}/oidc/oauth2/auth?response_type=code&client_id={id}&redirect_uri={}&scope=openid&prompt=none&code_challenge={ch}&code_challenge_method=S256&state=s",
+        app.url(""),
+        form_urlencoded::byte_serialize(b"https://evil.example/landing").collect::<String>()
+    );
+    let b = browser();
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no redirect without user interaction");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("no administrator has approved it yet")
+            && page.contains("https://evil.example"),
+        "{page}"
+    );
+    assert!(page.contains("Continue to https://evil.example"), "{page}");
+    let (s, v) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/clients/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["approved"].clone(), v["registered_via"].clone()),
+        (StatusCode::OK, json!(false), json!("open_registration"))
+    );
+    let (s, v) = admin(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/clients/{id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["approved"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{v}"
+    );
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let to = crate::support::oidc::location(&r);
+    assert!(
+        to.starts_with("https://evil.example/landing?error=login_required"),
+        "{to}"
+    );
+    let log = app.log().await;
+    assert_eq!(
+        log.iter()
+            .filter(|e| e["type"] == "client.approved")
+            .count(),
+        1
+    );
+    app.stop().await;
+}
+
+/// RFC 7592 and admin updates do not widen by accident: an omitted scope keeps
+/// the client's, a client widening its own scopes loses an administrator's
+/// skip_consent, a public client turning confidential gets a working secret,
+/// and repeated JSON keys are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_updates_never_widen_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        dir.path(),
+        &[(
+            "AUTHLOG_REGISTRATION_INITIAL_ACCESS_TOKEN",
+            "iat-0123456789abcdef",
+        )],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // Repeated keys: refused, not "the last one wins".
+    let r = http
+        .post(app.url("/oidc/oauth2/register"))
+        .bearer_auth("iat-0123456789abcdef")
+        .header("content-type", "application/json")
+        .body(r#"{"client_name":"Dup","redirect_uris":["https://d.example/cb"],"scope":"openid","scope":"openid profile"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_client_metadata");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("\"scope\" appears more than once"),
+        "{v}"
+    );
+    // A public client registers itself with one scope.
+    let r = http
+        .post(app.url("/oidc/oauth2/register"))
+        .bearer_auth("iat-0123456789abcdef")
+        .json(&json!({"client_name": "Pub", "redirect_uris": ["https://p.example/cb"], "token_endpoint_auth_method": "none", "scope": "openid"}))
+        .send()
+        .await
+        .unwrap();
+    let reg: Value = r.json().await.unwrap();
+    let id = reg["client_id"].as_str().unwrap().to_string();
+    let rat = reg["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An administrator marks it skip_consent; a PUT that omits the scope keeps "openid".
+    let (s, v) = admin(&app, reqwest::Method::PUT, &format!("/admin/clients/{id}"), Some(json!({"client_name": "Pub", "redirect_uris": ["https://p.example/cb"], "token_endpoint_auth_method": "none", "skip_consent": true}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["scope"].as_str(), v["skip_consent"].as_bool()),
+        (Some("openid"), Some(true))
+    );
+    // The client widens its own scopes: the administrator's skip_consent goes.
+    let manage = |body: Value| {
+        http.put(app.url(&format!("/oidc/oauth2/register/{id}")))
+            .bearer_auth(&rat)
+            .json(&body)
+            .send()
+    };
+    let r = manage(json!({"client_id": id, "client_name": "Pub", "redirect_uris": ["https://p.example/cb"], "token_endpoint_auth_method": "none", "scope": "openid email"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/clients/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (v["scope"].as_str(), v["skip_consent"].as_bool()),
+        (Some("openid email"), Some(false)),
+        "{v}"
+    );
+    // It turns confidential: a secret is issued, shown once, and it works.
+    let r = manage(json!({"client_id": id, "client_name": "Pub", "redirect_uris": ["https://p.example/cb"], "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["authorization_code", "refresh_token"], "scope": "openid email"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let secret = v["client_secret"]
+        .as_str()
+        .expect("a secret for the now confidential client")
+        .to_string();
+    let (s, v) = post_form(
+        &app,
+        "/oidc/oauth2/token",
+        &id,
+        Some(&secret),
+        &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "authenticated, then refused the grant: {v}"
+    );
+    let (s, _) = post_form(
+        &app,
+        "/oidc/oauth2/token",
+        &id,
+        Some("wrong"),
+        &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}

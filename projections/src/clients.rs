@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use authlog_schemas::data::{self, ClientMetadata};
+use authlog_schemas::data::{self, ClientMetadata, ClientRegisteredVia};
 use authlog_schemas::{EventType, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,20 @@ pub struct Client {
     pub client_secret_expires_at: Option<i64>,
     pub revision: u64,
     pub created_at: Timestamp,
+    /// How the client came to be.
+    pub registered_via: ClientRegisteredVia,
+    /// Someone vouches for the client: an administrator registered or
+    /// approved it, or issued the initial access token it registered with.
+    /// Until then its authorization errors are shown, never redirected.
+    pub approved: bool,
+}
+
+impl Client {
+    /// The client registered itself (RFC 7591): an administrator grants it
+    /// what it may not give itself.
+    pub fn self_registered(&self) -> bool {
+        self.registered_via.is_dynamic()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +78,17 @@ impl Projection for ClientsView {
                         client_secret_expires_at: d.client_secret_expires_at,
                         revision: event.revision,
                         created_at: event.envelope.time,
+                        registered_via: d.registered_via,
+                        approved: d.registered_via != ClientRegisteredVia::OpenRegistration,
                     },
                 );
+            }
+            EventType::ClientApproved => {
+                let d: data::ClientApproved = decode(event)?;
+                if let Some(c) = self.by_id.get_mut(&d.client_id) {
+                    c.approved = true;
+                    c.revision = event.revision;
+                }
             }
             EventType::ClientUpdated => {
                 let d: data::ClientUpdated = decode(event)?;

@@ -10,6 +10,7 @@ mod clients;
 mod expiry;
 mod grants;
 mod keys;
+mod resources;
 mod sessions;
 mod users;
 
@@ -19,12 +20,13 @@ use serde::{Deserialize, Serialize};
 pub use clients::{Client, ClientsView};
 pub use grants::{Code, Grant, GrantsView, Refresh};
 pub use keys::{KeyStatus, KeysView, SigningKey};
+pub use resources::{ResourceServer, ResourceServersView};
 pub use sessions::{Session, SessionsView};
 pub use users::{User, UsersView, normalize_username};
 
 /// Bumped whenever a view's fold or shape changes: snapshots of another version
 /// are ignored and the views rebuilt from the log.
-pub const PROJECTION_VERSION: u32 = 1;
+pub const PROJECTION_VERSION: u32 = 2;
 
 /// One event as projections see it: the parsed envelope (newest shape of data on
 /// decode), the store-assigned fields and the sealed sidecar (still encrypted).
@@ -100,6 +102,7 @@ pub struct Views {
     pub sessions: SessionsView,
     pub grants: GrantsView,
     pub keys: KeysView,
+    pub resource_servers: ResourceServersView,
 }
 
 impl Default for Views {
@@ -118,6 +121,7 @@ impl Views {
             sessions: SessionsView::initial(),
             grants: GrantsView::initial(),
             keys: KeysView::initial(),
+            resource_servers: ResourceServersView::initial(),
         }
     }
 
@@ -152,6 +156,7 @@ impl Views {
         self.sessions.apply(&event, now)?;
         self.grants.apply(&event, now)?;
         self.keys.apply(&event, now)?;
+        self.resource_servers.apply(&event, now)?;
         self.users.expire(now);
         self.clients.expire(now);
         self.sessions.expire(now);
@@ -168,6 +173,7 @@ impl Views {
             + self.sessions.len()
             + self.grants.len()
             + self.keys.len()
+            + self.resource_servers.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -243,6 +243,7 @@ fn granted(
         id_token: true,
         consumed_code_id: consumed_code.map(Into::into),
         consumed_refresh_token_id: consumed_refresh.map(Into::into),
+        audience: vec![],
     }
 }
 
@@ -261,6 +262,7 @@ fn grants_track_codes_rotation_revocation_and_expiry() {
             scopes: vec!["openid".into()],
             redirect_uri: "https://app.example/cb".into(),
             expires_at: at(60),
+            resources: vec![],
         },
         Some(b"code-hash"),
     );
@@ -450,6 +452,7 @@ fn a_long_refresh_family_holds_only_its_live_tokens() {
             scopes: vec!["openid".into()],
             redirect_uri: "https://app.example/cb".into(),
             expires_at: at(60),
+            resources: vec![],
         },
         None,
     );

@@ -172,6 +172,12 @@ impl Projection for UsersView {
                         .extend(d.scopes.iter().cloned());
                 });
             }
+            EventType::ConsentRevoked => {
+                let d: data::ConsentRevoked = decode(event)?;
+                self.with_user(event, &d.user_id, |u| {
+                    u.consents.remove(&d.client_id);
+                });
+            }
             EventType::ConsentDenied => {
                 let d: data::ConsentDenied = decode(event)?;
                 self.with_user(event, &d.user_id, |_| {});

@@ -97,6 +97,8 @@ catalogue! {
     SessionEnded = "session.ended", "session-{session id}", Revision, "ends a session once";
     ConsentGranted = "consent.granted", "user-{user id}", Any, "";
     ConsentDenied = "consent.denied", "user-{user id}", Any, "";
+    ConsentRevoked = "consent.revoked", "user-{user id}", Any,
+        "by the user or an administrator; the client's grants for the user are revoked";
     AuthorizationRejected = "authorization.rejected", "client-{client id}", Any,
         "only once the client is identified; earlier failures count in metrics";
     AuthorizationCodeIssued = "authorization_code.issued", "grant-{grant id}", NoStream,
@@ -114,7 +116,13 @@ catalogue! {
     ClientSecretRotated = "client.secret_rotated", "client-{client id}", Revision,
         "new secret hash in the sealed sidecar";
     ClientDeleted = "client.deleted", "client-{client id}", Revision, "";
+    ClientApproved = "client.approved", "client-{client id}", Revision,
+        "an administrator vouches for a self-registered client: its errors may redirect";
     ClientAuthenticationFailed = "client.authentication_failed", "client-{client id}", Any, "";
+    ResourceServerRegistered = "resource_server.registered", "resource-server-{identifier}", NoStream,
+        "the identifier's uniqueness claim";
+    ResourceServerUpdated = "resource_server.updated", "resource-server-{identifier}", Revision, "";
+    ResourceServerDeleted = "resource_server.deleted", "resource-server-{identifier}", Revision, "";
     KeyGenerated = "key.generated", "keys", Revision,
         "the first key with no stream, so one node wins; private key in the sealed sidecar";
     KeyActivated = "key.activated", "keys", Revision, "";
@@ -166,6 +174,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), EventType::ALL.len());
-        assert_eq!(EventType::ALL.len(), 29);
+        assert_eq!(EventType::ALL.len(), 34);
     }
 }

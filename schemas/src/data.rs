@@ -36,6 +36,7 @@ event_data! {
     SessionEnded => SessionEnded,
     ConsentGranted => ConsentGranted,
     ConsentDenied => ConsentDenied,
+    ConsentRevoked => ConsentRevoked,
     AuthorizationRejected => AuthorizationRejected,
     AuthorizationCodeIssued => AuthorizationCodeIssued,
     TokenGranted => TokenGranted,
@@ -46,7 +47,11 @@ event_data! {
     ClientUpdated => ClientUpdated,
     ClientSecretRotated => ClientSecretRotated,
     ClientDeleted => ClientDeleted,
+    ClientApproved => ClientApproved,
     ClientAuthenticationFailed => ClientAuthenticationFailed,
+    ResourceServerRegistered => ResourceServerRegistered,
+    ResourceServerUpdated => ResourceServerUpdated,
+    ResourceServerDeleted => ResourceServerDeleted,
     KeyGenerated => KeyGenerated,
     KeyActivated => KeyActivated,
     KeyRetired => KeyRetired,
@@ -202,6 +207,17 @@ pub struct ConsentDenied {
     pub scopes: Vec<String>,
 }
 
+/// A user (or an administrator for them) withdrew a consent: the client must
+/// ask again, and its grants for the user are revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRevoked {
+    pub user_id: String,
+    pub client_id: String,
+    /// The scopes the consent covered.
+    pub scopes: Vec<String>,
+}
+
 /// Envelope `reason`: the OAuth error code returned (`invalid_request`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +243,10 @@ pub struct AuthorizationCodeIssued {
     pub scopes: Vec<String>,
     pub redirect_uri: String,
     pub expires_at: Timestamp,
+    /// RFC 8707 resource indicators the authorization request named (absent:
+    /// none); the grant's tokens are for these resource servers only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +282,10 @@ pub struct TokenGranted {
     /// The refresh token (for refresh_token) consumed by this grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumed_refresh_token_id: Option<String>,
+    /// The access token's `aud`: the resource servers it is for (absent in
+    /// events from before resource servers were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
 }
 
 /// A second redemption of a code: the whole grant is revoked in the same append.
@@ -296,6 +320,8 @@ pub enum RevocationCause {
     Admin,
     /// The user's password changed.
     PasswordChanged,
+    /// The user withdrew the consent the grant rested on.
+    ConsentRevoked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,7 +360,21 @@ pub struct ClientMetadata {
 pub enum ClientRegisteredVia {
     Admin,
     Cli,
+    /// RFC 7591 with an initial access token an administrator issued.
     DynamicRegistration,
+    /// RFC 7591 without one (`registration.open_dynamic`): nobody vouched for
+    /// the client until an administrator approves it.
+    OpenRegistration,
+}
+
+impl ClientRegisteredVia {
+    /// The client registered itself (RFC 7591), with or without a token.
+    pub fn is_dynamic(self) -> bool {
+        matches!(
+            self,
+            ClientRegisteredVia::DynamicRegistration | ClientRegisteredVia::OpenRegistration
+        )
+    }
 }
 
 /// Sidecar (confidential clients): the SHA-256 of the client secret.
@@ -372,6 +412,59 @@ pub struct ClientSecretRotated {
 #[serde(deny_unknown_fields)]
 pub struct ClientDeleted {
     pub client_id: String,
+}
+
+/// An administrator approved a client that registered itself (RFC 7591
+/// without an initial access token): from now on its errors may redirect to
+/// its redirect URIs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientApproved {
+    pub client_id: String,
+}
+
+// ---- resource servers -------------------------------------------------------
+
+/// A scope a resource server defines, and who may have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDefinition {
+    pub name: String,
+    /// What the consent page says it lets the client do.
+    #[serde(default)]
+    pub description: String,
+    /// Users may grant it to a client on the consent page (sign-ins).
+    pub consent: bool,
+    /// `client_credentials` may issue it (machine clients).
+    pub machine: bool,
+    /// Clients may give it to themselves (RFC 7591/7592); otherwise only an
+    /// administrator puts it on a client.
+    pub registrable: bool,
+}
+
+/// An API access tokens can be for: its `aud` and its scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerRegistered {
+    /// The `aud` of its tokens and the RFC 8707 `resource` clients name.
+    pub identifier: String,
+    pub name: String,
+    pub scopes: Vec<ScopeDefinition>,
+}
+
+/// The resource server's name and scopes after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerUpdated {
+    pub identifier: String,
+    pub name: String,
+    pub scopes: Vec<ScopeDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerDeleted {
+    pub identifier: String,
 }
 
 /// Envelope `reason`: `invalid_secret`, `secret_expired`, `method_not_allowed`.

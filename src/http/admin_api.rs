@@ -327,14 +327,17 @@ pub struct ClientRequest {
     pub skip_consent: Option<bool>,
 }
 
-/// The scope that lets a client introspect tokens of other clients (resource
-/// servers); only an administrator can register a client with it.
-pub const INTROSPECTION_SCOPE: &str = "introspection";
+pub use crate::oidc::scopes::INTROSPECTION_SCOPE;
 
 pub fn client_json(c: &Client) -> serde_json::Value {
     let mut v = serde_json::to_value(&c.metadata).unwrap_or(json!({}));
     if let Some(o) = v.as_object_mut() {
         o.insert("client_id".into(), c.client_id.clone().into());
+        o.insert("approved".into(), c.approved.into());
+        o.insert(
+            "registered_via".into(),
+            serde_json::to_value(c.registered_via).unwrap_or_default(),
+        );
         if let Some(exp) = c.client_secret_expires_at {
             o.insert("client_secret_expires_at".into(), exp.into());
         }
@@ -348,19 +351,31 @@ pub fn client_json(c: &Client) -> serde_json::Value {
 
 /// What client validation depends on besides the metadata itself.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientRules {
+pub struct ClientRules<'a> {
     /// An administrator is registering or changing the client.
     pub admin: bool,
     /// The issuer is `http://` on a loopback address (a developer's machine):
     /// web clients may use loopback http redirect URIs.
     pub dev_loopback: bool,
+    /// The resource servers and the scopes they define.
+    pub servers: &'a authlog_projections::ResourceServersView,
+    /// The client's metadata before this change (updates only): omitted
+    /// fields keep it, and a client keeps the scopes an administrator gave it.
+    pub current: Option<&'a ClientMetadata>,
 }
 
-impl ClientRules {
-    pub fn for_state(state: &State, admin: bool) -> ClientRules {
+impl<'a> ClientRules<'a> {
+    pub fn new(
+        state: &State,
+        admin: bool,
+        views: &'a authlog_projections::Views,
+        current: Option<&'a ClientMetadata>,
+    ) -> ClientRules<'a> {
         ClientRules {
             admin,
             dev_loopback: crate::oidc::redirect_uri::is_dev_issuer(&state.config.issuer),
+            servers: &views.resource_servers,
+            current,
         }
     }
 }
@@ -455,9 +470,13 @@ pub fn validate_client(
         crate::oidc::redirect_uri::check(uri, &application_type, rules.dev_loopback)
             .map_err(|d| ("invalid_redirect_uri", d))?;
     }
-    let scope = req
-        .scope
-        .unwrap_or_else(|| "openid profile email offline_access".into());
+    // An update that omits the scope keeps the client's scope: it never
+    // silently widens to the defaults.
+    let scope = match (req.scope, rules.current) {
+        (Some(s), _) => s,
+        (None, Some(current)) => current.scope.clone(),
+        (None, None) => "openid profile email offline_access".into(),
+    };
     if scope.len() > 1000
         || scope.split(' ').any(|s| {
             s.is_empty()
@@ -468,6 +487,18 @@ pub fn validate_client(
     {
         return Err(bad("scope is a space-separated list of scope tokens".into()));
     }
+    if !admin {
+        // A client registering or changing itself holds only the OpenID
+        // Connect scopes, those an administrator marked registrable, and those
+        // it already held.
+        let held: Vec<&str> = rules
+            .current
+            .map(|c| c.scope.split(' ').collect())
+            .unwrap_or_default();
+        let wanted: Vec<&str> = scope.split(' ').collect();
+        crate::oidc::scopes::check_self_registered(&wanted, &held, rules.servers)
+            .map_err(|e| ("invalid_client_metadata", e))?;
+    }
     let alg = req
         .id_token_signed_response_alg
         .unwrap_or_else(|| "RS256".into());
@@ -476,7 +507,12 @@ pub fn validate_client(
             "id_token_signed_response_alg {alg} is not supported"
         )));
     }
-    if !admin && scope.split(' ').any(|s| s == INTROSPECTION_SCOPE) {
+    if !admin
+        && scope.split(' ').any(|s| s == INTROSPECTION_SCOPE)
+        && !rules
+            .current
+            .is_some_and(|c| c.scope.split(' ').any(|s| s == INTROSPECTION_SCOPE))
+    {
         return Err(bad(format!(
             "the {INTROSPECTION_SCOPE} scope is granted by an administrator only"
         )));
@@ -525,7 +561,7 @@ pub async fn register_client(
     } else {
         None
     };
-    let registration_access_token = if via == ClientRegisteredVia::DynamicRegistration {
+    let registration_access_token = if via.is_dynamic() {
         Some(service::random_client_secret()?)
     } else {
         None
@@ -576,7 +612,11 @@ async fn create_client(
     token: String,
     body: ClientRequest,
 ) -> Result<Response, warp::Rejection> {
-    let metadata = match validate_client(body, ClientRules::for_state(&state, true)) {
+    let validated = {
+        let views = state.views.read().await;
+        validate_client(body, ClientRules::new(&state, true, &views, None))
+    };
+    let metadata = match validated {
         Ok(m) => m,
         Err((code, d)) => return Ok(metadata_error(code, &d)),
     };
@@ -628,44 +668,96 @@ async fn list_clients(state: State, page: Page) -> Result<Response, warp::Reject
     ))
 }
 
-/// `PUT /admin/clients/{id}`: replaces all metadata (`client.updated`).
+/// What an update did.
+pub enum Updated {
+    /// The metadata was refused: the RFC 7591 error response.
+    Invalid(Response),
+    /// `client.updated` was appended; a client that became confidential got
+    /// a secret, shown this once.
+    Done { client_secret: Option<String> },
+}
+
+/// `PUT /admin/clients/{id}` and RFC 7592: replaces the metadata
+/// (`client.updated`). Omitted fields are defaults, but an omitted scope keeps
+/// the client's. A client that becomes confidential gets a secret in the same
+/// append (`client.secret_rotated`). `skip_consent` is the administrator's:
+/// a client's own change keeps it only if the redirect URIs and scopes stay
+/// within what the administrator saw.
 pub async fn update_client(
     state: &State,
     actor: Actor,
     id: &str,
     body: ClientRequest,
     admin_call: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Updated, ApiError> {
     let skip_given = body.skip_consent.is_some();
-    let metadata = match validate_client(body, ClientRules::for_state(state, admin_call)) {
+    let current = service::view_lookup(state, |v| v.clients.get(id).cloned())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    let validated = {
+        let views = state.views.read().await;
+        validate_client(
+            body,
+            ClientRules::new(state, admin_call, &views, Some(&current.metadata)),
+        )
+    };
+    let metadata = match validated {
         Ok(m) => m,
-        Err((code, d)) => return Ok(metadata_error(code, &d)),
+        Err((code, d)) => return Ok(Updated::Invalid(metadata_error(code, &d))),
     };
     if metadata.id_token_signed_response_alg != state.config.keys.algorithm {
         service::ensure_signing_key(state, &metadata.id_token_signed_response_alg).await?;
     }
     let stream = format!("client-{id}");
+    let new_secret = service::random_client_secret()?;
+    let mut issued = None;
     service::change_client(state, id, |c| {
         let mut m = metadata.clone();
         if !admin_call || !skip_given {
-            // skip_consent is the administrator's to set; other paths keep it,
-            // unless they change where codes go.
+            let widened = m
+                .scope
+                .split(' ')
+                .any(|s| !c.metadata.scope.split(' ').any(|x| x == s));
             m.skip_consent = c.metadata.skip_consent
-                && (admin_call || m.redirect_uris == c.metadata.redirect_uris);
+                && (admin_call || (m.redirect_uris == c.metadata.redirect_uris && !widened));
         }
         let d = data::ClientUpdated {
             client_id: c.client_id.clone(),
-            metadata: m,
+            metadata: m.clone(),
         };
-        Ok(vec![Draft {
+        let mut drafts = vec![Draft {
             envelope: service::draft(&stream, actor.clone(), &d, None)?.client(c.client_id.clone()),
             secret: None,
-        }])
+        }];
+        issued = None;
+        if c.metadata.token_endpoint_auth_method == "none" && m.token_endpoint_auth_method != "none"
+        {
+            let old = service::client_secrets(state, c);
+            let sealed = ClientSecret {
+                secret_sha256: hex_sha256(&new_secret),
+                registration_sha256: old.and_then(|o| o.registration_sha256),
+                previous_sha256: None,
+            };
+            let rotated = data::ClientSecretRotated {
+                client_id: c.client_id.clone(),
+                previous_valid_until: None,
+                client_secret_expires_at: 0,
+            };
+            drafts.push(Draft {
+                envelope: service::draft(&stream, actor.clone(), &rotated, None)?
+                    .client(c.client_id.clone()),
+                secret: Some(
+                    serde_json::to_vec(&sealed).map_err(|e| ApiError::Internal(e.to_string()))?,
+                ),
+            });
+            issued = Some(new_secret.clone());
+        }
+        Ok(drafts)
     })
     .await?;
-    let views = state.views.read().await;
-    let c = views.clients.get(id).ok_or(ApiError::NotFound)?;
-    Ok(json_status(client_json(c), StatusCode::OK))
+    Ok(Updated::Done {
+        client_secret: issued,
+    })
 }
 
 /// `DELETE /admin/clients/{id}`: `client.deleted`; its tokens stop working at once.
@@ -681,6 +773,35 @@ pub async fn delete_client(state: &State, actor: Actor, id: &str) -> Result<(), 
         }])
     })
     .await
+}
+
+/// `POST /admin/clients/{id}/approve`: an administrator vouches for a client
+/// that registered itself without an initial access token (`client.approved`):
+/// its authorization errors may now redirect to its redirect URIs.
+async fn approve_client(
+    state: State,
+    token: String,
+    id: String,
+) -> Result<Response, warp::Rejection> {
+    let stream = format!("client-{id}");
+    let actor = admin(token);
+    service::change_client(&state, &id, |c| {
+        if c.approved {
+            return Ok(vec![]);
+        }
+        let d = data::ClientApproved {
+            client_id: c.client_id.clone(),
+        };
+        Ok(vec![Draft {
+            envelope: service::draft(&stream, actor.clone(), &d, None)?.client(c.client_id.clone()),
+            secret: None,
+        }])
+    })
+    .await?;
+    let c = service::view_lookup(&state, |v| v.clients.get(&id).cloned())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    Ok(json_status(client_json(&c), StatusCode::OK))
 }
 
 #[derive(Deserialize, Default)]
@@ -858,9 +979,19 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(admin_auth(state.clone()))
         .and(json_body::<ClientRequest>(limit))
         .and_then(|id: String, state: State, token: String, body| async move {
-            update_client(&state, admin(token), &id, body, true)
-                .await
-                .map_err(warp::reject::custom)
+            match update_client(&state, admin(token), &id, body, true).await {
+                Ok(Updated::Invalid(res)) => Ok::<_, warp::Rejection>(res),
+                Ok(Updated::Done { client_secret }) => {
+                    let views = state.views.read().await;
+                    let c = views.clients.get(&id).ok_or(ApiError::NotFound)?;
+                    let mut out = client_json(c);
+                    if let Some(s) = client_secret {
+                        out["client_secret"] = s.into();
+                    }
+                    Ok(json_status(out, StatusCode::OK))
+                }
+                Err(e) => Err(warp::reject::custom(e)),
+            }
         });
     let delete = warp::path!("admin" / "clients" / String)
         .and(warp::delete())
@@ -880,8 +1011,15 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
         .and(admin_auth(state.clone()))
         .and(super::bounded_body(limit))
         .and_then(|id, state, token, body| rotate_secret(state, token, id, body));
+    let approve = warp::path!("admin" / "clients" / String / "approve")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(admin_auth(state.clone()))
+        .and_then(|id, state, token| approve_client(state, token, id));
     rotate
         .or(list_keys)
+        .unify()
+        .or(approve)
         .unify()
         .or(create_user)
         .unify()

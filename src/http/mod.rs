@@ -57,6 +57,63 @@ pub fn header_lossy(
         .unify()
 }
 
+/// Refuses JSON whose objects repeat a key (at any depth): serde_json keeps
+/// the last, so `{"scope":"a","scope":"b"}` would mean whatever a reader picks.
+pub fn check_no_duplicate_keys(body: &[u8]) -> Result<(), String> {
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Check;
+    impl<'de> serde::de::DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Check)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the key {:?} appears more than once",
+                        key.chars().take(64).collect::<String>()
+                    )));
+                }
+                map.next_value_seed(Check)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde::de::DeserializeSeed::deserialize(Check, &mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
+}
+
 /// The name of the admin token presented as `Authorization: Bearer …`.
 /// Wrong tokens count against the caller's address: past ten, each further
 /// attempt waits longer (429), so tokens cannot be guessed at line rate.
@@ -189,6 +246,7 @@ fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/admin/users") => "admin_users",
         p if p.starts_with("/admin/clients") => "admin_clients",
         p if p.starts_with("/admin/keys") => "admin_keys",
+        p if p.starts_with("/admin/resource-servers") => "admin_resource_servers",
         "/admin/audit/events" => "audit_events",
         "/admin/audit/export" => "audit_export",
         "/admin/audit/verify" => "audit_verify",
@@ -230,6 +288,7 @@ pub fn routes(
                 .or(oidc::routes(state.clone()))
                 .or(registration::routes(state.clone()))
                 .or(audit::routes(state.clone()))
+                .or(resource_servers::routes(state.clone()))
                 .or(admin_api::routes(state)),
         )
         .recover(error::recover)
@@ -242,3 +301,16 @@ pub fn routes(
 pub mod admin_api;
 pub mod oidc;
 pub mod registration;
+pub mod resource_servers;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeated_json_keys_are_refused_at_any_depth() {
+        assert!(super::check_no_duplicate_keys(br#"{"a":1,"b":[{"c":1,"d":2}]}"#).is_ok());
+        let e = super::check_no_duplicate_keys(br#"{"scope":"a","scope":"b"}"#).unwrap_err();
+        assert!(e.contains("\"scope\" appears more than once"), "{e}");
+        assert!(super::check_no_duplicate_keys(br#"{"x":[{"k":1,"k":2}]}"#).is_err());
+        assert!(super::check_no_duplicate_keys(br#"{"a":1} trailing"#).is_err());
+    }
+}

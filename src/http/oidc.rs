@@ -308,7 +308,12 @@ fn oidc_path(state: &State, path: &str) -> String {
 // ---- discovery and JWKS --------------------------------------------------------------
 
 fn discovery(state: State) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("oidc" / ".well-known" / "openid-configuration").and(warp::get()).and(with_state(state)).map(|state: State| {
+    warp::path!("oidc" / ".well-known" / "openid-configuration").and(warp::get()).and(with_state(state)).then(|state: State| async move {
+        // The OpenID Connect scopes and every scope a resource server declares.
+        let mut scopes: Vec<String> = crate::oidc::scopes::OIDC_SCOPES.iter().map(|(s, _)| s.to_string()).collect();
+        for rs in state.views.read().await.resource_servers.iter() {
+            scopes.extend(rs.scopes.iter().map(|s| s.name.clone()));
+        }
         let iss = state.config.issuer.clone();
         let mut algs = vec![state.config.keys.algorithm.clone()];
         for a in ["RS256", "ES256", "EdDSA"] {
@@ -323,7 +328,7 @@ fn discovery(state: State) -> impl Filter<Extract = (Response,), Error = warp::R
             "userinfo_endpoint": format!("{iss}/userinfo"),
             "jwks_uri": format!("{iss}/.well-known/jwks.json"),
             "end_session_endpoint": format!("{iss}/oauth2/sessions/logout"),
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "scopes_supported": scopes,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query", "form_post"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
@@ -419,7 +424,12 @@ fn to_client(
     }
 }
 
-fn error_to_client(state: &State, req: &AuthRequest, error: &str, description: &str) -> Response {
+async fn error_to_client(
+    state: &State,
+    req: &AuthRequest,
+    error: &str,
+    description: &str,
+) -> Response {
     let mut params = vec![
         ("error", error.to_string()),
         ("error_description", description.to_string()),
@@ -427,7 +437,38 @@ fn error_to_client(state: &State, req: &AuthRequest, error: &str, description: &
     if let Some(s) = &req.state {
         params.push(("state", s.clone()));
     }
-    to_client(state, &req.redirect_uri, req.response_mode, params)
+    error_to(
+        state,
+        &req.client_id,
+        &req.redirect_uri,
+        req.response_mode,
+        params,
+    )
+    .await
+}
+
+/// Sends an authorization error to the client's redirect URI — unless nobody
+/// vouches for the client (it registered itself without an initial access
+/// token and no administrator approved it): then an error page names the
+/// target and the user chooses to go there, so open registration cannot turn
+/// authlog into an open redirector (RFC 9700 §4.11.2).
+async fn error_to(
+    state: &State,
+    client_id: &str,
+    uri: &str,
+    mode: ResponseMode,
+    mut params: Vec<(&str, String)>,
+) -> Response {
+    let client = state.views.read().await.clients.get(client_id).cloned();
+    match client {
+        Some(c) if c.approved => to_client(state, uri, mode, params),
+        other => {
+            params.push(("iss", state.config.issuer.clone()));
+            let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let name = other.map(|c| c.metadata.client_name).unwrap_or_default();
+            html::unvouched_error(&name, uri, mode == ResponseMode::FormPost, &pairs)
+        }
+    }
 }
 
 async fn reject(
@@ -438,7 +479,7 @@ async fn reject(
     description: &str,
 ) -> Response {
     service::reject_authorization(state, ctx, &req.client_id, error, description).await;
-    error_to_client(state, req, error, description)
+    error_to_client(state, req, error, description).await
 }
 
 async fn lookup_client(state: &State, client_id: &str) -> Option<Client> {
@@ -457,7 +498,14 @@ async fn authorize(
     }
     let validated = {
         let views = state.views.read().await;
-        request::validate(&params, |id| views.clients.get(id).cloned())
+        request::validate(
+            &params,
+            |id| views.clients.get(id).cloned(),
+            request::Registry {
+                servers: &views.resource_servers,
+                default_audience: &state.config.tokens.audience,
+            },
+        )
     };
     let req = match validated {
         Ok(r) => r,
@@ -493,7 +541,7 @@ async fn authorize(
             if let Some(s) = st {
                 params.push(("state", s));
             }
-            return to_client(&state, &redirect_uri, response_mode, params);
+            return error_to(&state, &client_id, &redirect_uri, response_mode, params).await;
         }
     };
     let Ok(session) = service::current_session(&state, cookie.as_deref()).await else {
@@ -637,7 +685,7 @@ async fn finish(state: &State, ctx: &Ctx, req: &AuthRequest, session: &Session) 
         }
         Err(e) => {
             tracing::error!(error = %e, "issuing a code");
-            error_to_client(state, req, "server_error", "the code could not be issued")
+            error_to_client(state, req, "server_error", "the code could not be issued").await
         }
     }
 }
@@ -890,12 +938,24 @@ fn consent_route(
             let Some(client) = lookup_client(&state, &req.client_id).await else {
                 return html::error_page("unknown client");
             };
+            let described: Vec<(String, Option<String>)> = {
+                let views = state.views.read().await;
+                req.scopes
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.clone(),
+                            crate::oidc::scopes::description(s, &views.resource_servers),
+                        )
+                    })
+                    .collect()
+            };
             let page = html::consent_page(
                 &oidc_path(&state, "/consent"),
                 &tx,
                 &t.csrf,
                 &client.metadata.client_name,
-                &req.scopes,
+                &described,
             );
             html::allow_form_target(page, Some(&req.redirect_uri))
         });
@@ -944,7 +1004,8 @@ fn consent_route(
                         &req,
                         "server_error",
                         "consent could not be recorded",
-                    );
+                    )
+                    .await;
                 }
                 if !allow {
                     return error_to_client(
@@ -952,7 +1013,8 @@ fn consent_route(
                         &req,
                         "access_denied",
                         "the user denied access",
-                    );
+                    )
+                    .await;
                 }
                 finish(&state, &ctx, &req, &session).await
             },
@@ -993,6 +1055,13 @@ fn decode_basic(header: &str) -> Option<(String, String)> {
     Some((dec(id)?, dec(secret)?))
 }
 
+/// What a client sent to the token, introspection or revocation endpoint:
+/// every parameter once, but RFC 8707 `resource`, which may repeat.
+pub struct ClientForm {
+    pub form: HashMap<String, String>,
+    pub resources: Vec<String>,
+}
+
 /// A client request to the token, introspection or revocation endpoint:
 /// repeated parameters refused, then the client authenticated with exactly one
 /// method, its registered one. Failures are the RFC 6749 §5.2 responses.
@@ -1001,20 +1070,30 @@ async fn authenticated_client(
     ctx: &Ctx,
     auth: Option<String>,
     pairs: Vec<(String, String)>,
-) -> Result<(Client, HashMap<String, String>, bool), Response> {
+) -> Result<(Client, ClientForm, bool), Response> {
     let basic = auth
         .as_deref()
         .is_some_and(|a| a.to_ascii_lowercase().starts_with("basic "));
     if let Some((name, _)) = pairs
         .iter()
-        .find(|(k, _)| pairs.iter().filter(|(x, _)| x == k).count() > 1)
+        .find(|(k, _)| k != "resource" && pairs.iter().filter(|(x, _)| x == k).count() > 1)
     {
         return Err(token_error(
             TokenError::new("invalid_request", format!("{name} appears more than once")),
             basic,
         ));
     }
-    let form: HashMap<String, String> = pairs.into_iter().collect();
+    let mut resources: Vec<String> = Vec::new();
+    let mut form: HashMap<String, String> = HashMap::new();
+    for (k, v) in pairs {
+        if k == "resource" {
+            if !resources.contains(&v) {
+                resources.push(v);
+            }
+        } else {
+            form.insert(k, v);
+        }
+    }
     // Client authentication: exactly one method.
     let (client_id, secret, method) = match (&auth, form.get("client_secret")) {
         (Some(_), Some(_)) => {
@@ -1134,7 +1213,7 @@ async fn authenticated_client(
             basic,
         ));
     }
-    Ok((client, form, basic))
+    Ok((client, ClientForm { form, resources }, basic))
 }
 
 async fn token(
@@ -1147,7 +1226,7 @@ async fn token(
         Ok(c) => c,
         Err(res) => return res,
     };
-    match service::exchange(&state, &ctx, &client, &form).await {
+    match service::exchange(&state, &ctx, &client, &form.form, &form.resources).await {
         Ok(t) => cors(no_store(warp::reply::json(&t).into_response())),
         Err(e) => token_error(e, basic),
     }
@@ -1164,6 +1243,7 @@ async fn introspect(
         Ok(c) => c,
         Err(res) => return res,
     };
+    let form = form.form;
     if client.metadata.token_endpoint_auth_method == "none" {
         return token_error(
             TokenError {
@@ -1202,6 +1282,7 @@ async fn revoke(
         Ok(c) => c,
         Err(res) => return res,
     };
+    let form = form.form;
     let Some(token) = form.get("token") else {
         return token_error(
             TokenError::new("invalid_request", "token is missing"),
@@ -1287,7 +1368,11 @@ async fn userinfo(state: State, auth: Option<String>, body: Vec<(String, String)
             return res;
         }
     };
-    let Some(claims) = service::active_access_token(&state, &token).await else {
+    // Userinfo is a resource of the default resource server: a token for
+    // another API is not accepted here (RFC 8707 audience restriction).
+    let Some(claims) =
+        service::active_access_token(&state, &token, Some(&state.config.tokens.audience)).await
+    else {
         return bearer_error(
             "invalid_token",
             "the access token is invalid, expired or revoked",

@@ -65,6 +65,7 @@ fn parse_metadata(body: &[u8], client_id: Option<&str>) -> Result<ClientRequest,
             StatusCode::BAD_REQUEST,
         )
     };
+    super::check_no_duplicate_keys(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let Some(obj) = value.as_object_mut() else {
@@ -110,6 +111,13 @@ fn parse_metadata(body: &[u8], client_id: Option<&str>) -> Result<ClientRequest,
 
 async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Bytes) -> Response {
     let cfg = &state.config.registration;
+    // With an initial access token an administrator vouched for the client;
+    // without one (open registration) nobody has until an administrator approves it.
+    let via = if bearer(&auth).is_some() {
+        ClientRegisteredVia::DynamicRegistration
+    } else {
+        ClientRegisteredVia::OpenRegistration
+    };
     match bearer(&auth) {
         Some(t) => {
             let Ok(guard) = super::TokenGuard::new(&state, ctx.ip) else {
@@ -148,28 +156,27 @@ async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Byt
         Ok(r) => r,
         Err(res) => return res,
     };
-    let metadata =
-        match admin_api::validate_client(req, admin_api::ClientRules::for_state(&state, false)) {
-            Ok(m) => m,
-            Err((code, d)) => {
-                return json_status(
-                    json!({"error": code, "error_description": d}),
-                    StatusCode::BAD_REQUEST,
-                );
-            }
-        };
+    let validated = {
+        let views = state.views.read().await;
+        admin_api::validate_client(
+            req,
+            admin_api::ClientRules::new(&state, false, &views, None),
+        )
+    };
+    let metadata = match validated {
+        Ok(m) => m,
+        Err((code, d)) => {
+            return json_status(
+                json!({"error": code, "error_description": d}),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
     let actor = Actor {
         kind: ActorKind::System,
         id: "dynamic-registration".into(),
     };
-    let reg = match admin_api::register_client(
-        &state,
-        actor,
-        metadata,
-        ClientRegisteredVia::DynamicRegistration,
-    )
-    .await
-    {
+    let reg = match admin_api::register_client(&state, actor, metadata, via).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "dynamic registration");
@@ -189,6 +196,8 @@ async fn register(state: State, ctx: Ctx, auth: Option<String>, body: bytes::Byt
     let mut out = admin_api::client_json(c);
     if let Some(o) = out.as_object_mut() {
         o.remove("skip_consent");
+        o.remove("approved");
+        o.remove("registered_via");
         if let Some(s) = reg.client_secret {
             o.insert("client_secret".into(), s.into());
         }
@@ -237,6 +246,8 @@ fn client_view(state: &State, c: &authlog_projections::Client, token: &str) -> s
     let mut out = admin_api::client_json(c);
     if let Some(o) = out.as_object_mut() {
         o.remove("skip_consent");
+        o.remove("approved");
+        o.remove("registered_via");
         o.insert("registration_access_token".into(), token.into());
         o.insert(
             "registration_client_uri".into(),
@@ -295,14 +306,22 @@ pub fn routes(state: State) -> impl Filter<Extract = (Response,), Error = warp::
                     id: c.client_id.clone(),
                 };
                 match admin_api::update_client(&state, actor, &id, req, false).await {
-                    Ok(res) if res.status() != StatusCode::OK => res,
-                    Ok(_) => match state.views.read().await.clients.get(&id) {
-                        Some(c) => json_status(
-                            client_view(&state, c, bearer(&auth).unwrap_or_default()),
-                            StatusCode::OK,
-                        ),
-                        None => unauthorized("the client is gone"),
-                    },
+                    Ok(admin_api::Updated::Invalid(res)) => res,
+                    Ok(admin_api::Updated::Done { client_secret }) => {
+                        match state.views.read().await.clients.get(&id) {
+                            Some(c) => {
+                                let mut out =
+                                    client_view(&state, c, bearer(&auth).unwrap_or_default());
+                                if let Some(s) = client_secret {
+                                    // RFC 7591 §3.2.1: shown this once.
+                                    out["client_secret"] = s.into();
+                                    out["client_secret_expires_at"] = 0.into();
+                                }
+                                json_status(out, StatusCode::OK)
+                            }
+                            None => unauthorized("the client is gone"),
+                        }
+                    }
                     Err(crate::http::ApiError::NotFound) => unauthorized("the client is gone"),
                     Err(e) => {
                         tracing::error!(error = %e, "client update");

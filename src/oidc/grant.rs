@@ -159,6 +159,9 @@ pub struct Issue {
     pub id_token: bool,
     /// The grant ends then, whatever its refresh tokens say.
     pub grant_ends_at: Timestamp,
+    /// The access token's audience (the shell narrows it and the scopes to
+    /// the RFC 8707 resources asked for).
+    pub audience: Vec<String>,
 }
 
 pub fn hex_sha256(value: &str) -> String {
@@ -251,6 +254,7 @@ pub fn redeem_code(
         id_token: issue.id_token,
         consumed_code_id: Some(state.issued.code_id.clone()),
         consumed_refresh_token_id: None,
+        audience: issue.audience,
     }))
 }
 
@@ -325,6 +329,7 @@ pub fn refresh(
         id_token: issue.id_token,
         consumed_code_id: None,
         consumed_refresh_token_id: Some(token_id.to_string()),
+        audience: issue.audience,
     }))
 }
 
@@ -350,6 +355,7 @@ mod tests {
             scopes: vec!["openid".into()],
             redirect_uri: "https://app/cb".into(),
             expires_at: at(60),
+            resources: vec![],
         };
         GrantEvent {
             envelope: Envelope::new(
@@ -378,6 +384,7 @@ mod tests {
             refresh: Some((format!("r{n}"), at(3600))),
             id_token: true,
             grant_ends_at: at(7200),
+            audience: vec!["authlog-resources".into()],
         }
     }
 

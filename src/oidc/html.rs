@@ -142,23 +142,23 @@ pub fn login_page(
     Page::new("Sign in", body).render()
 }
 
+/// The consent page: each scope with what it lets the client do (the
+/// resource server's own description for its scopes).
 pub fn consent_page(
     action: &str,
     tx: &str,
     csrf: &str,
     client_name: &str,
-    scopes: &[String],
+    scopes: &[(String, Option<String>)],
 ) -> Response {
     let mut items = String::new();
-    for s in scopes {
-        let what = match s.as_str() {
-            "openid" => "know who you are",
-            "profile" => "see your name and username",
-            "email" => "see your email address",
-            "offline_access" => "keep access while you are away (offline access)",
-            _ => "",
-        };
-        let _ = write!(items, "<li><code>{}</code> {}</li>", Text(s), Text(what));
+    for (s, what) in scopes {
+        let _ = write!(
+            items,
+            "<li><code>{}</code> {}</li>",
+            Text(s),
+            Text(what.as_deref().unwrap_or(""))
+        );
     }
     let body = format!(
         "<h1>Allow access?</h1><p><strong>{}</strong> asks to:</p><ul>{items}</ul><form method=\"post\" action=\"{}\">{}{}<button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
@@ -183,6 +183,59 @@ pub fn form_post(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
     let mut page = Page::new("Continuing", body);
     page.script = Some("document.forms[0].submit();".into());
     page.form_action = Some(redirect_uri.replace([';', ' ', '\'', '"'], ""));
+    page.render()
+}
+
+/// An authorization error for a client nobody vouches for: named, with its
+/// target, and a link (or, for form_post, a button) the user may follow —
+/// never an automatic redirect.
+pub fn unvouched_error(
+    client_name: &str,
+    redirect_uri: &str,
+    form_post: bool,
+    params: &[(&str, &str)],
+) -> Response {
+    let description = params
+        .iter()
+        .find(|(k, _)| *k == "error_description")
+        .map(|(_, v)| *v)
+        .unwrap_or("the sign-in request was refused");
+    let host = csp_source(redirect_uri).unwrap_or_else(|| redirect_uri.to_string());
+    let name = if client_name.is_empty() {
+        "The application".to_string()
+    } else {
+        format!("The application {client_name}")
+    };
+    let go = if form_post {
+        let mut fields = String::new();
+        for (k, v) in params {
+            fields.push_str(&hidden(k, v));
+        }
+        format!(
+            "<form method=\"post\" action=\"{}\">{fields}<button type=\"submit\">Continue to {}</button></form>",
+            Text(redirect_uri),
+            Text(&host)
+        )
+    } else {
+        format!(
+            "<p><a href=\"{}\">Continue to {}</a></p>",
+            Text(&crate::oidc::request::with_query(redirect_uri, params)),
+            Text(&host)
+        )
+    };
+    let body = format!(
+        "<h1>This sign-in could not go ahead</h1><p class=\"error\">{}</p><p>{} registered itself and no administrator has approved it yet, so authlog does not send you back to it automatically. Continue only if you trust <strong>{}</strong>.</p>{go}",
+        Text(description),
+        Text(&name),
+        Text(&host)
+    );
+    let mut page = Page::new("Sign-in error", body).status(StatusCode::BAD_REQUEST);
+    if form_post {
+        page.form_action = Some(format!(
+            "'self' {}",
+            csp_source(redirect_uri).unwrap_or_default()
+        ));
+    }
     page.render()
 }
 

@@ -10,6 +10,7 @@ pub mod html;
 pub mod redirect_uri;
 pub mod request;
 pub mod runtime;
+pub mod scopes;
 pub mod service;
 pub mod throttle;
 pub mod tokens;

@@ -3,7 +3,17 @@
 
 use std::collections::BTreeSet;
 
-use authlog_projections::Client;
+use authlog_projections::{Client, ResourceServersView};
+
+use crate::oidc::scopes;
+
+/// The resource servers and scopes authorization requests are checked against.
+#[derive(Clone, Copy)]
+pub struct Registry<'a> {
+    pub servers: &'a ResourceServersView,
+    /// The default resource server (`tokens.audience`).
+    pub default_audience: &'a str,
+}
 
 /// A validated authorization request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +29,8 @@ pub struct AuthRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub id_token_hint: Option<String>,
+    /// RFC 8707 resource indicators, deduplicated, in the order sent.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +100,7 @@ fn is_b64url(s: &str) -> bool {
 pub fn validate(
     params: &[(String, String)],
     client: impl Fn(&str) -> Option<Client>,
+    registry: Registry<'_>,
 ) -> Result<AuthRequest, AuthError> {
     let count = |name: &str| params.iter().filter(|(k, _)| k == name).count();
     let get = |name: &str| {
@@ -139,7 +152,8 @@ pub fn validate(
         error,
         description: d.to_string(),
     };
-    if let Some((name, _)) = params.iter().find(|(k, _)| count(k) > 1) {
+    // `resource` may repeat (RFC 8707 §2); nothing else may.
+    if let Some((name, _)) = params.iter().find(|(k, _)| k != "resource" && count(k) > 1) {
         return Err(redirect(
             "invalid_request",
             &format!("{} appears more than once", clip(name)),
@@ -214,6 +228,49 @@ pub fn validate(
         return Err(redirect(
             "invalid_scope",
             &format!("scope {} is not registered for this client", clip(s)),
+        ));
+    }
+    if let Some(s) = scopes
+        .iter()
+        .find(|s| !scopes::user_flow_allows(&client, s, registry.servers))
+    {
+        return Err(redirect(
+            "invalid_scope",
+            &format!("scope {} is not one users can grant in a sign-in", clip(s)),
+        ));
+    }
+    let mut resources: Vec<String> = Vec::new();
+    for (_, r) in params.iter().filter(|(k, _)| k == "resource") {
+        if let Err(e) = scopes::check_resource_syntax(r, registry.default_audience) {
+            return Err(redirect("invalid_target", &e));
+        }
+        if !scopes::is_resource(r, registry.servers, registry.default_audience) {
+            return Err(redirect(
+                "invalid_target",
+                &format!(
+                    "resource {} is not a resource server of this provider",
+                    clip(r)
+                ),
+            ));
+        }
+        if !resources.contains(r) {
+            resources.push(r.clone());
+        }
+    }
+    if !resources.is_empty()
+        && let Some(s) = scopes.iter().find(|s| {
+            !scopes::is_oidc(s)
+                && !resources
+                    .iter()
+                    .any(|r| r == scopes::owner(s, registry.servers, registry.default_audience))
+        })
+    {
+        return Err(redirect(
+            "invalid_scope",
+            &format!(
+                "scope {} is not a scope of the requested resources",
+                clip(s)
+            ),
         ));
     }
     // PKCE, required for every client (RFC 9700 §2.1.1), S256 only.
@@ -302,6 +359,7 @@ pub fn validate(
         max_age,
         login_hint: get("login_hint"),
         id_token_hint: get("id_token_hint"),
+        resources,
     })
 }
 

@@ -15,7 +15,6 @@
 //! Pure: the views and the default audience come in as arguments.
 
 use authlog_projections::{Client, ResourceServersView};
-use authlog_schemas::data::ClientRegisteredVia;
 
 /// The OpenID Connect scopes, with what the consent page says of each.
 pub const OIDC_SCOPES: &[(&str, &str)] = &[
@@ -148,7 +147,7 @@ fn holds(client: &Client, scope: &str) -> bool {
 /// An undeclared scope counts only when an administrator put it on the client:
 /// never for a client that registered itself.
 fn admin_granted(client: &Client) -> bool {
-    client.registered_via != ClientRegisteredVia::DynamicRegistration
+    !client.self_registered()
 }
 
 /// The resource server a scope's tokens are for.
@@ -181,26 +180,35 @@ pub fn audience(scopes: &[String], servers: &ResourceServersView, default: &str)
     out
 }
 
-/// RFC 8707: the scopes of a grant that a token for `resources` may carry.
-/// `Err` names a resource the grant does not cover (`invalid_target`).
-pub fn narrow_to(
+/// The audience and scopes of one access token of a grant. The grant is for
+/// `grant_resources` (the RFC 8707 resources its authorization request named)
+/// or, without them, for the resource servers its scopes belong to; a token
+/// request naming `requested` resources gets a token for those only, carrying
+/// only their scopes. `Err` is `invalid_target`.
+pub fn token_audience(
     scopes: &[String],
-    resources: &[String],
+    grant_resources: &[String],
+    requested: &[String],
     servers: &ResourceServersView,
     default: &str,
-) -> Result<Vec<String>, String> {
-    let covered = audience(scopes, servers, default);
-    if let Some(r) = resources.iter().find(|r| !covered.contains(r)) {
-        return Err(format!(
-            "resource {} is not covered by this grant's scopes",
-            clip(r)
-        ));
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let covered = if grant_resources.is_empty() {
+        audience(scopes, servers, default)
+    } else {
+        grant_resources.to_vec()
+    };
+    if requested.is_empty() {
+        return Ok((covered, scopes.to_vec()));
     }
-    Ok(scopes
+    if let Some(r) = requested.iter().find(|r| !covered.contains(r)) {
+        return Err(format!("resource {} is not one this grant is for", clip(r)));
+    }
+    let narrowed = scopes
         .iter()
-        .filter(|s| resources.iter().any(|r| r == owner(s, servers, default)))
+        .filter(|s| requested.iter().any(|r| r == owner(s, servers, default)))
         .cloned()
-        .collect())
+        .collect();
+    Ok((requested.to_vec(), narrowed))
 }
 
 /// RFC 8707 §2: a resource indicator is an absolute URI without a fragment
@@ -231,4 +239,336 @@ pub fn check_resource_syntax(r: &str, default: &str) -> Result<(), String> {
 
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+/// A resource server as an administrator describes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerRequest {
+    #[serde(default)]
+    pub identifier: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<ScopeRequest>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Users may grant it on the consent page (default true).
+    #[serde(default = "yes")]
+    pub consent: bool,
+    /// `client_credentials` may issue it (default false).
+    #[serde(default)]
+    pub machine: bool,
+    /// Clients may give it to themselves in RFC 7591/7592 (default false).
+    #[serde(default)]
+    pub registrable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// Checks a resource server an administrator registers (`identifier` None:
+/// from the request) or updates (`identifier` Some: the one in the path,
+/// which never changes). Returns (identifier, name, scopes).
+pub fn validate_resource_server(
+    req: ResourceServerRequest,
+    identifier: Option<&str>,
+    servers: &ResourceServersView,
+    default: &str,
+) -> Result<(String, String, Vec<authlog_schemas::data::ScopeDefinition>), String> {
+    let identifier = match (identifier, req.identifier) {
+        (Some(path), Some(body)) if body != path => {
+            return Err("the identifier cannot change".into());
+        }
+        (Some(path), _) => path.to_string(),
+        (None, Some(body)) => body,
+        (None, None) => return Err("identifier is required".into()),
+    };
+    if identifier.is_empty()
+        || identifier.chars().count() > 256
+        || identifier
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("identifier is 1 to 256 characters without spaces".into());
+    }
+    check_resource_syntax(&identifier, default)?;
+    let name = req.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err("name is 1 to 128 characters".into());
+    }
+    if req.scopes.len() > 100 {
+        return Err("at most 100 scopes".into());
+    }
+    let mut out: Vec<authlog_schemas::data::ScopeDefinition> = Vec::new();
+    for s in req.scopes {
+        if !is_scope_token(&s.name) || s.name.len() > 128 {
+            return Err(format!(
+                "scope {} is not a scope token (RFC 6749 §3.3), 1 to 128 characters",
+                clip(&s.name)
+            ));
+        }
+        if is_oidc(&s.name) || s.name == INTROSPECTION_SCOPE {
+            return Err(format!("scope {} is authlog's own", s.name));
+        }
+        if out.iter().any(|o| o.name == s.name) {
+            return Err(format!("scope {} appears twice", s.name));
+        }
+        if let Some((other, _)) = servers.scope(&s.name)
+            && other.identifier != identifier
+        {
+            return Err(format!(
+                "scope {} is already defined by {}",
+                s.name, other.identifier
+            ));
+        }
+        let description = s.description.trim().to_string();
+        if description.chars().count() > 300 || description.chars().any(char::is_control) {
+            return Err(format!(
+                "the description of {} is at most 300 characters on one line",
+                s.name
+            ));
+        }
+        if !s.consent && !s.machine {
+            return Err(format!(
+                "scope {} is for neither users (consent) nor machine clients (machine)",
+                s.name
+            ));
+        }
+        out.push(authlog_schemas::data::ScopeDefinition {
+            name: s.name,
+            description,
+            consent: s.consent,
+            machine: s.machine,
+            registrable: s.registrable,
+        });
+    }
+    Ok((identifier, name, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authlog_projections::Views;
+    use authlog_schemas::data::{ResourceServerRegistered, ScopeDefinition};
+    use authlog_schemas::{Actor, Envelope, Position, Recorded, Timestamp};
+
+    /// (name, consent, machine, registrable)
+    type Scope<'a> = (&'a str, bool, bool, bool);
+
+    fn views_with(servers: &[(&str, &[Scope<'_>])]) -> Views {
+        let mut v = Views::initial();
+        for (i, (id, scopes)) in servers.iter().enumerate() {
+            let d = ResourceServerRegistered {
+                identifier: id.to_string(),
+                name: format!("API {i}"),
+                scopes: scopes
+                    .iter()
+                    .map(|(n, consent, machine, registrable)| ScopeDefinition {
+                        name: n.to_string(),
+                        description: format!("do {n}"),
+                        consent: *consent,
+                        machine: *machine,
+                        registrable: *registrable,
+                    })
+                    .collect(),
+            };
+            let env = Envelope::new(
+                format!("01900000-0000-7000-8000-{i:012}"),
+                format!("resource-server-{id}"),
+                Timestamp::from_unix_millis(1_000),
+                Actor::system("t"),
+                &d,
+            )
+            .unwrap();
+            v.apply(&Recorded {
+                position: Position::dense(i as u64),
+                revision: 0,
+                seq: i as u64,
+                stream: format!("resource-server-{id}"),
+                body: env.to_body().unwrap(),
+                sidecar: None,
+            })
+            .unwrap();
+        }
+        v
+    }
+
+    fn client(scope: &str, via: authlog_schemas::data::ClientRegisteredVia) -> Client {
+        Client {
+            client_id: "c".into(),
+            metadata: authlog_schemas::data::ClientMetadata {
+                client_name: "c".into(),
+                redirect_uris: vec![],
+                post_logout_redirect_uris: vec![],
+                grant_types: vec!["client_credentials".into()],
+                response_types: vec![],
+                token_endpoint_auth_method: "client_secret_basic".into(),
+                scope: scope.into(),
+                application_type: "web".into(),
+                id_token_signed_response_alg: "RS256".into(),
+                skip_consent: false,
+            },
+            secret: None,
+            previous_secret_valid_until: None,
+            client_secret_expires_at: None,
+            revision: 0,
+            created_at: Timestamp::default(),
+            registered_via: via,
+            approved: true,
+        }
+    }
+
+    const API: &str = "https://reports.example";
+    const DEFAULT: &str = "authlog-resources";
+
+    fn registry() -> Views {
+        views_with(&[(
+            API,
+            &[
+                ("reports:read", true, false, true),
+                ("reports:sync", false, true, false),
+            ],
+        )])
+    }
+
+    #[test]
+    fn self_registered_clients_get_only_registrable_scopes() {
+        let v = registry();
+        let rs = &v.resource_servers;
+        assert!(check_self_registered(&["openid", "reports:read"], &[], rs).is_ok());
+        let err = check_self_registered(&["reports:sync"], &[], rs).unwrap_err();
+        assert!(err.contains("an administrator grants it"), "{err}");
+        assert!(check_self_registered(&["anything:at-all"], &[], rs).is_err());
+        // What an administrator already gave it, it keeps.
+        assert!(check_self_registered(&["reports:sync"], &["reports:sync"], rs).is_ok());
+    }
+
+    #[test]
+    fn machine_scopes_follow_their_policy_and_who_granted_them() {
+        use authlog_schemas::data::ClientRegisteredVia::*;
+        let v = registry();
+        let rs = &v.resource_servers;
+        let admin = client("reports:read reports:sync legacy openid", Admin);
+        assert!(machine_allows(&admin, "reports:sync", rs));
+        assert!(
+            !machine_allows(&admin, "reports:read", rs),
+            "a consent-only scope"
+        );
+        assert!(!machine_allows(&admin, "openid", rs));
+        assert!(
+            machine_allows(&admin, "legacy", rs),
+            "undeclared, put there by an administrator"
+        );
+        assert!(!machine_allows(&admin, "not-held", rs));
+        let dynamic = client("legacy reports:sync", OpenRegistration);
+        assert!(
+            !machine_allows(&dynamic, "legacy", rs),
+            "undeclared, self-given"
+        );
+        assert!(machine_allows(&dynamic, "reports:sync", rs));
+        assert_eq!(
+            default_machine_scopes(&admin, rs),
+            vec!["reports:sync".to_string(), "legacy".to_string()]
+        );
+        assert!(user_flow_allows(&admin, "reports:read", rs));
+        assert!(!user_flow_allows(&admin, "reports:sync", rs));
+    }
+
+    #[test]
+    fn audiences_follow_the_scopes_and_narrow_to_the_resources_asked_for() {
+        let v = registry();
+        let rs = &v.resource_servers;
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(audience(&s(&["openid"]), rs, DEFAULT), s(&[DEFAULT]));
+        assert_eq!(audience(&s(&["reports:sync"]), rs, DEFAULT), s(&[API]));
+        assert_eq!(
+            audience(&s(&["reports:read", "openid", "legacy"]), rs, DEFAULT),
+            s(&[DEFAULT, API])
+        );
+        let scopes = s(&["openid", "reports:read"]);
+        assert_eq!(
+            token_audience(&scopes, &[], &[], rs, DEFAULT).unwrap(),
+            (s(&[DEFAULT, API]), scopes.clone())
+        );
+        assert_eq!(
+            token_audience(&scopes, &[], &s(&[API]), rs, DEFAULT).unwrap(),
+            (s(&[API]), s(&["reports:read"]))
+        );
+        assert!(token_audience(&scopes, &[], &s(&["https://other.example"]), rs, DEFAULT).is_err());
+        // A grant made for one resource is for that one only.
+        assert_eq!(
+            token_audience(&scopes, &s(&[API]), &[], rs, DEFAULT)
+                .unwrap()
+                .0,
+            s(&[API])
+        );
+        assert!(token_audience(&scopes, &s(&[API]), &s(&[DEFAULT]), rs, DEFAULT).is_err());
+    }
+
+    #[test]
+    fn resource_servers_are_checked() {
+        let v = registry();
+        let rs = &v.resource_servers;
+        let req = |id: Option<&str>, scopes: &[&str]| ResourceServerRequest {
+            identifier: id.map(str::to_string),
+            name: "Billing".into(),
+            scopes: scopes
+                .iter()
+                .map(|n| ScopeRequest {
+                    name: n.to_string(),
+                    description: String::new(),
+                    consent: true,
+                    machine: false,
+                    registrable: false,
+                })
+                .collect(),
+        };
+        assert!(
+            validate_resource_server(
+                req(Some("https://billing.example"), &["billing:read"]),
+                None,
+                rs,
+                DEFAULT
+            )
+            .is_ok()
+        );
+        assert!(validate_resource_server(req(Some(DEFAULT), &["x"]), None, rs, DEFAULT).is_ok());
+        for (id, scopes) in [
+            (Some("not a uri"), &["a"][..]),
+            (Some("https://b.example#frag"), &["a"][..]),
+            (None, &["a"][..]),
+            (Some("https://b.example"), &["reports:read"][..]),
+            (Some("https://b.example"), &["openid"][..]),
+            (Some("https://b.example"), &["a b"][..]),
+            (Some("https://b.example"), &["a\"b"][..]),
+            (Some("https://b.example"), &["dup", "dup"][..]),
+        ] {
+            assert!(
+                validate_resource_server(req(id, scopes), None, rs, DEFAULT).is_err(),
+                "{id:?} {scopes:?}"
+            );
+        }
+        // The owner may keep its own scopes on an update; the identifier stays.
+        assert!(
+            validate_resource_server(req(None, &["reports:read"]), Some(API), rs, DEFAULT).is_ok()
+        );
+        assert!(
+            validate_resource_server(req(Some("https://x.example"), &[]), Some(API), rs, DEFAULT)
+                .is_err()
+        );
+    }
 }

@@ -19,6 +19,7 @@ use crate::oidc::grant::{
 };
 use crate::oidc::request::AuthRequest;
 use crate::oidc::runtime::{Budget, EventBudget, InFlight, Transactions};
+use crate::oidc::scopes;
 use crate::oidc::throttle::{Policy, Throttle, address_key};
 use crate::oidc::tokens::{self, AccessClaims, IdClaims};
 use crate::store::{Appended, Expected, NewEvent, StoreError, read_whole_stream};
@@ -970,6 +971,7 @@ pub async fn issue_code(
         scopes: req.scopes.clone(),
         redirect_uri: req.redirect_uri.clone(),
         expires_at: now().plus_seconds(state.config.tokens.code_ttl_s),
+        resources: req.resources.clone(),
     };
     let stream = format!("grant-{grant_id}");
     let env = draft(
@@ -1256,10 +1258,11 @@ pub async fn exchange(
     ctx: &Ctx,
     client: &Client,
     form: &std::collections::HashMap<String, String>,
+    resources: &[String],
 ) -> Result<TokenResponse, TokenError> {
     let grant_type = form.get("grant_type").map(String::as_str);
     if grant_type == Some("client_credentials") {
-        return client_credentials(state, ctx, client, form).await;
+        return client_credentials(state, ctx, client, form, resources).await;
     }
     if let Some(g @ ("authorization_code" | "refresh_token")) = grant_type
         && !client.metadata.grant_types.iter().any(|x| x == g)
@@ -1345,6 +1348,7 @@ pub async fn exchange(
             }),
             id_token: effective.iter().any(|s| s == "openid"),
             grant_ends_at,
+            audience: Vec::new(),
         };
         // A disabled or deleted user gets nothing more from old grants.
         if !state
@@ -1417,7 +1421,22 @@ pub async fn exchange(
                     Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
                 }
             }
-            Decision::Grant(d) => {
+            Decision::Grant(mut d) => {
+                // RFC 8707: the token is for the resources the grant covers,
+                // or those this request names, with their scopes only.
+                let (audience, scopes) = {
+                    let views = state.views.read().await;
+                    scopes::token_audience(
+                        &d.scopes,
+                        &st.issued.resources,
+                        resources,
+                        &views.resource_servers,
+                        &cfg.audience,
+                    )
+                }
+                .map_err(|e| TokenError::new("invalid_target", e))?;
+                d.audience = audience;
+                d.scopes = scopes;
                 let refresh_token = match &d.refresh_token_id {
                     Some(id) => Some(format!(
                         "{grant_id}.{id}.{}",
@@ -1473,7 +1492,11 @@ async fn tokens_for(
     let access = AccessClaims {
         iss: state.config.issuer.clone(),
         sub: st.issued.user_id.clone(),
-        aud: cfg.audience.clone(),
+        aud: tokens::Audience(if d.audience.is_empty() {
+            vec![cfg.audience.clone()]
+        } else {
+            d.audience.clone()
+        }),
         exp: d.access_token_expires_at.unix_seconds(),
         iat,
         jti: d.access_token_id.clone(),
@@ -1873,6 +1896,7 @@ pub async fn client_credentials(
     ctx: &Ctx,
     client: &Client,
     form: &std::collections::HashMap<String, String>,
+    resources: &[String],
 ) -> Result<TokenResponse, TokenError> {
     if client.metadata.token_endpoint_auth_method == "none" {
         return Err(TokenError::new(
@@ -1891,45 +1915,64 @@ pub async fn client_credentials(
             "this client may not use client_credentials",
         ));
     }
-    let registered: Vec<&str> = client
-        .metadata
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let user_scopes = ["openid", "profile", "email", "offline_access"];
-    let scopes: Vec<String> = match form.get("scope") {
-        Some(req) => {
-            let req: Vec<String> = req
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            if req.is_empty() {
-                return Err(TokenError::new("invalid_scope", "scope is empty"));
-            }
-            if let Some(bad) = req
-                .iter()
-                .find(|s| !registered.contains(&s.as_str()) || user_scopes.contains(&s.as_str()))
-            {
+    let cfg = &state.config.tokens;
+    let (scopes, audience) = {
+        let views = state.views.read().await;
+        let servers = &views.resource_servers;
+        for r in resources {
+            scopes::check_resource_syntax(r, &cfg.audience)
+                .map_err(|e| TokenError::new("invalid_target", e))?;
+            if !scopes::is_resource(r, servers, &cfg.audience) {
                 return Err(TokenError::new(
-                    "invalid_scope",
+                    "invalid_target",
                     format!(
-                        "scope {} is not available to this client",
-                        bad.chars().take(64).collect::<String>()
+                        "resource {} is not a resource server of this provider",
+                        r.chars().take(64).collect::<String>()
                     ),
                 ));
             }
-            req
         }
-        None => registered
-            .iter()
-            .filter(|s| !user_scopes.contains(s))
-            .map(|s| s.to_string())
-            .collect(),
+        // Only scopes for machine clients that this client holds: never a
+        // user's (openid…), never one the client gave itself without an
+        // administrator's say.
+        let scopes: Vec<String> = match form.get("scope") {
+            Some(req) => {
+                let req: Vec<String> = req
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if req.is_empty() {
+                    return Err(TokenError::new("invalid_scope", "scope is empty"));
+                }
+                if let Some(bad) = req
+                    .iter()
+                    .find(|s| !scopes::machine_allows(client, s, servers))
+                {
+                    return Err(TokenError::new(
+                        "invalid_scope",
+                        format!(
+                            "scope {} is not available to this client for client_credentials",
+                            bad.chars().take(64).collect::<String>()
+                        ),
+                    ));
+                }
+                req
+            }
+            None => scopes::default_machine_scopes(client, servers),
+        };
+        let (audience, scopes) =
+            scopes::token_audience(&scopes, &[], resources, servers, &cfg.audience)
+                .map_err(|e| TokenError::new("invalid_target", e))?;
+        if form.contains_key("scope") && scopes.is_empty() {
+            return Err(TokenError::new(
+                "invalid_scope",
+                "none of the scopes asked for belongs to the resources asked for",
+            ));
+        }
+        (scopes, audience)
     };
     let t = now();
-    let cfg = &state.config.tokens;
     let grant_id = new_id();
     let d = data::TokenGranted {
         grant_id: grant_id.clone(),
@@ -1944,6 +1987,7 @@ pub async fn client_credentials(
         id_token: false,
         consumed_code_id: None,
         consumed_refresh_token_id: None,
+        audience: audience.clone(),
     };
     let stream = format!("grant-{grant_id}");
     let actor = Actor {
@@ -1968,7 +2012,7 @@ pub async fn client_credentials(
     let claims = AccessClaims {
         iss: state.config.issuer.clone(),
         sub: client_subject(&client.client_id),
-        aud: cfg.audience.clone(),
+        aud: tokens::Audience(audience),
         exp: d.access_token_expires_at.unix_seconds(),
         iat: t.unix_seconds(),
         jti: d.access_token_id.clone(),
@@ -1993,15 +2037,12 @@ pub async fn client_credentials(
 /// The claims of an access token that is live right now: signed by us, of
 /// type `at+jwt`, for our resource audience, unexpired, its grant not revoked
 /// and its client not deleted.
-pub async fn active_access_token(state: &AppState, token: &str) -> Option<AccessClaims> {
-    let claims = verify::<AccessClaims>(
-        state,
-        token,
-        Some("at+jwt"),
-        Some(&state.config.tokens.audience),
-        true,
-    )
-    .await?;
+pub async fn active_access_token(
+    state: &AppState,
+    token: &str,
+    audience: Option<&str>,
+) -> Option<AccessClaims> {
+    let claims = verify::<AccessClaims>(state, token, Some("at+jwt"), audience, true).await?;
     let t = now();
     // A token minted on another node a moment ago: catch up before saying no.
     let live = view_lookup(state, |v| {
@@ -2030,8 +2071,10 @@ pub async fn introspect(state: &AppState, caller: &Client, token: &str) -> serde
         .metadata
         .scope
         .split(' ')
-        .any(|s| s == crate::http::admin_api::INTROSPECTION_SCOPE);
-    match active_access_token(state, token)
+        .any(|s| s == scopes::INTROSPECTION_SCOPE);
+    // Tokens for any resource server: a resource server introspects the
+    // tokens sent to it, whichever audience they name.
+    match active_access_token(state, token, None)
         .await
         .filter(|c| may_see_all || c.client_id == caller.client_id)
     {
@@ -2160,7 +2203,7 @@ pub fn client_secrets(state: &AppState, client: &Client) -> Option<ClientSecret>
 pub async fn change_client(
     state: &AppState,
     client_id: &str,
-    decide: impl Fn(&Client) -> Result<Vec<Draft>, ApiError>,
+    mut decide: impl FnMut(&Client) -> Result<Vec<Draft>, ApiError>,
 ) -> Result<(), ApiError> {
     let stream = format!("client-{client_id}");
     for _ in 0..4 {
@@ -2168,6 +2211,9 @@ pub async fn change_client(
             .await
             .ok_or(ApiError::NotFound)?;
         let drafts = decide(&client)?;
+        if drafts.is_empty() {
+            return Ok(());
+        }
         match commit(state, &stream, Expected::Revision(client.revision), drafts).await {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict { .. }) => {

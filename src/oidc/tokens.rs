@@ -25,12 +25,47 @@ pub fn parse_refresh(token: &str) -> Option<(&str, &str)> {
         .then_some((grant, id))
 }
 
+/// A JWT `aud` (RFC 7519 §4.1.3): one audience as a string, several as an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience(pub Vec<String>);
+
+impl Audience {
+    pub fn contains(&self, aud: &str) -> bool {
+        self.0.iter().any(|a| a == aud)
+    }
+}
+
+impl Serialize for Audience {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(a) => Audience(vec![a]),
+            OneOrMany::Many(v) => Audience(v),
+        })
+    }
+}
+
 /// RFC 9068 access token claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccessClaims {
     pub iss: String,
     pub sub: String,
-    pub aud: String,
+    /// The resource servers the token is for.
+    pub aud: Audience,
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
@@ -76,5 +111,17 @@ mod tests {
         assert_eq!(parse_code("nonsense"), None);
         assert_eq!(parse_refresh(&format!("{g}.{g}.{secret}")), Some((g, g)));
         assert_eq!(parse_refresh(&format!("{g}.{secret}")), None);
+    }
+
+    #[test]
+    fn one_audience_is_a_string_several_an_array() {
+        let one = Audience(vec!["api".into()]);
+        assert_eq!(serde_json::to_string(&one).unwrap(), "\"api\"");
+        let two = Audience(vec!["a".into(), "b".into()]);
+        assert_eq!(serde_json::to_string(&two).unwrap(), "[\"a\",\"b\"]");
+        for text in ["\"api\"", "[\"a\",\"b\"]"] {
+            let back: Audience = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
     }
 }

@@ -296,6 +296,7 @@ pub fn story(key: &str) -> Vec<Step> {
             scopes: vec!["openid".into()],
             redirect_uri: "https://app.example/cb".into(),
             expires_at: at(s.clock + 60_000),
+            resources: vec![],
         },
         Some(b"code-hash+challenge"),
         |e| e.subject(&user).client(&client).session(&sid),
@@ -316,6 +317,7 @@ pub fn story(key: &str) -> Vec<Step> {
             id_token: true,
             consumed_code_id: Some(u("k1")),
             consumed_refresh_token_id: None,
+            audience: vec!["authlog-resources".into()],
         },
         Some(b"r1-hash"),
         |e| e.subject(&user).client(&client),
@@ -346,6 +348,7 @@ pub fn story(key: &str) -> Vec<Step> {
             id_token: false,
             consumed_code_id: None,
             consumed_refresh_token_id: Some(u("r1")),
+            audience: vec![],
         },
         Some(b"r2-hash"),
         |e| e.subject(&user).client(&client),
@@ -388,6 +391,7 @@ pub fn story(key: &str) -> Vec<Step> {
             id_token: false,
             consumed_code_id: None,
             consumed_refresh_token_id: None,
+            audience: vec![],
         },
         None,
         |e| e.subject(format!("client:{client}")).client(&client),
@@ -504,11 +508,67 @@ pub fn story(key: &str) -> Vec<Step> {
     );
     s.push(
         cstream.clone(),
+        ClientApproved {
+            client_id: client.clone(),
+        },
+        None,
+        |e| e.client(&client),
+    );
+    s.push(
+        ustream.clone(),
+        ConsentRevoked {
+            user_id: user.clone(),
+            client_id: client.clone(),
+            scopes: vec!["openid".into(), "profile".into()],
+        },
+        None,
+        |e| e.subject(&user).client(&client),
+    );
+    s.push(
+        cstream.clone(),
         ClientDeleted {
             client_id: client.clone(),
         },
         None,
         |e| e.client(&client),
+    );
+    let rs = format!("https://api-{key}.example");
+    let rstream = format!("resource-server-{rs}");
+    let scope = |name: &str, machine: bool| ScopeDefinition {
+        name: name.into(),
+        description: format!("use {name}"),
+        consent: !machine,
+        machine,
+        registrable: false,
+    };
+    s.push(
+        rstream.clone(),
+        ResourceServerRegistered {
+            identifier: rs.clone(),
+            name: "Reports API".into(),
+            scopes: vec![scope(&format!("reports-{key}:read"), false)],
+        },
+        None,
+        |e| e,
+    );
+    s.push(
+        rstream.clone(),
+        ResourceServerUpdated {
+            identifier: rs.clone(),
+            name: "Reports API".into(),
+            scopes: vec![
+                scope(&format!("reports-{key}:read"), false),
+                scope(&format!("reports-{key}:sync"), true),
+            ],
+        },
+        None,
+        |e| e,
+    );
+    s.push(
+        rstream,
+        ResourceServerDeleted { identifier: rs },
+        None,
+        |e| e,
     );
     s.steps
 }
