@@ -326,6 +326,9 @@ impl Application {
         wrap: impl FnOnce(DynStore) -> DynStore,
     ) -> Result<Application, StartError> {
         create_data_dir(&config.data_dir)?;
+        if let Some(why) = config.issuer_mismatch() {
+            tracing::warn!("{why}");
+        }
         if config.issuer.starts_with("https://") && config.login.trusted_proxies.is_empty() {
             tracing::warn!(
                 "the issuer is https but login.trusted_proxies is empty: behind the TLS-terminating proxy this implies, every user shares the proxy's address, so per-address throttles and the audit trail see one address; trust the proxy (an address or CIDR range)"

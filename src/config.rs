@@ -64,6 +64,9 @@ pub struct ViewsConfig {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The OIDC issuer URL. Unset: `http://{listen}/oidc` (a wildcard listen
+    /// address becomes 127.0.0.1).
+    #[serde(default)]
     pub issuer: String,
     pub data_dir: PathBuf,
     /// A store URL: `embedded` or `embedded://PATH`.
@@ -306,6 +309,15 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// The issuer a server listening on `listen` answers as when none is set.
+fn default_issuer(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    format!("http://{}/oidc", SocketAddr::new(ip, listen.port()))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {error}")]
@@ -323,7 +335,6 @@ pub enum ConfigError {
 
 const DEFAULTS: &str = r#"
 listen = "127.0.0.1:8080"
-issuer = "http://127.0.0.1:8080/oidc"
 data_dir = "./data"
 store = "embedded"
 log_level = "info"
@@ -487,11 +498,74 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// A TOML syntax error as a line and column and what is wrong, never the
+/// line itself: it may hold an admin token or a KEK.
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-        path: origin.to_string(),
-        error: e.to_string(),
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::Parse {
+            path: origin.to_string(),
+            error: format!("{at}{}", redact_values(e.message(), &scalars_of_text(text))),
+        }
     })
+}
+
+/// Every scalar a configuration holds (strings, numbers), so that error
+/// messages can be scrubbed of them.
+fn scalars_of_table(table: &toml::Table, out: &mut Vec<String>) {
+    fn walk(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Integer(i) => out.push(i.to_string()),
+            toml::Value::Float(f) => out.push(f.to_string()),
+            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            toml::Value::Table(t) => t.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    table.values().for_each(|v| walk(v, out));
+}
+
+/// The quoted strings and bare values of a text that does not parse: what
+/// its values could be.
+fn scalars_of_text(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some((_, value)) = line.split_once('=') {
+            out.push(value.trim().to_string());
+            out.extend(
+                value
+                    .split(['"', '\'', ' ', ',', '[', ']', '{', '}'])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    out
+}
+
+/// `message` with every configured value of four characters or more
+/// replaced by `[redacted]` (serde's messages quote the value they could not
+/// take: `invalid type: string "…"`).
+fn redact_values(message: &str, values: &[String]) -> String {
+    let mut values: Vec<&String> = values.iter().filter(|v| v.chars().count() >= 4).collect();
+    // Longest first, so a secret containing another value goes whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = message.to_string();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "[redacted]");
+        }
+    }
+    out
 }
 
 impl Config {
@@ -620,15 +694,47 @@ impl Config {
             }
             at.insert(field.to_string(), v);
         }
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: origin,
-                    error: e.to_string(),
-                })?;
+        let mut values = Vec::new();
+        scalars_of_table(&table, &mut values);
+        values.extend(env.values().cloned());
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            // No source text here, so no line is quoted: the message and
+            // the key path (`in tokens.access_ttl_s`), values redacted.
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: origin,
+                error: redact_values(&e.to_string().replace('\n', " "), &values),
+            })?;
+        let mut config = config;
+        if config.issuer.is_empty() {
+            config.issuer = default_issuer(config.listen);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Why the issuer may not reach this server, if it plainly cannot: an
+    /// `http://` issuer on this machine's own address but another port than
+    /// the one authlog listens on (discovery would send clients to a port
+    /// nothing serves, unless something forwards it).
+    pub fn issuer_mismatch(&self) -> Option<String> {
+        let rest = self.issuer.strip_prefix("http://")?;
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().ok()?),
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip == self.listen.ip());
+        (local && port != self.listen.port()).then(|| {
+            format!(
+                "the issuer {} names port {port}, but authlog listens on {}: discovery will point clients at a port nothing serves unless a proxy forwards it (set AUTHLOG_ISSUER, or leave it unset to follow AUTHLOG_LISTEN)",
+                self.issuer, self.listen
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -861,6 +967,65 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_default_issuer_follows_the_listen_address() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:8080/oidc");
+        assert!(c.issuer_mismatch().is_none());
+        let c = Config::load(None, env(&[("AUTHLOG_LISTEN", "127.0.0.1:9090")])).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:9090/oidc");
+        let c = Config::load(None, env(&[("AUTHLOG_LISTEN", "0.0.0.0:9090")])).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:9090/oidc");
+        let c = Config::load(None, env(&[("AUTHLOG_LISTEN", "[::1]:9091")])).unwrap();
+        assert_eq!(c.issuer, "http://[::1]:9091/oidc");
+        assert!(c.issuer_mismatch().is_none());
+        // Set by hand to another port on this machine: said at start.
+        let c = Config::load(
+            None,
+            env(&[
+                ("AUTHLOG_LISTEN", "127.0.0.1:9090"),
+                ("AUTHLOG_ISSUER", "http://127.0.0.1:8080/oidc"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.issuer_mismatch().unwrap().contains("names port 8080"));
+        // A public https issuer behind a proxy is not second-guessed.
+        let c = Config::load(None, env(&[("AUTHLOG_ISSUER", "https://id.example/oidc")])).unwrap();
+        assert!(c.issuer_mismatch().is_none());
+    }
+
+    #[test]
+    fn no_error_message_quotes_a_configured_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authlog.toml");
+        let secret = "hunter2-s3cret-admin-token";
+        // A syntax error on the line holding a secret.
+        std::fs::write(
+            &file,
+            format!("[[admin.tokens]]\nname = \"ops\"\ntoken = \"{secret}\" oops\n"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        // A type error on a secret's value.
+        std::fs::write(&file, format!("kek = [\"{secret}\"]\n")).unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("in `kek`"), "the key is named: {err}");
+        // A wrong variant, from the environment.
+        let err = Config::load(
+            None,
+            env(&[
+                ("AUTHLOG_SINK_KAFKA_BROKERS", "k:9092"),
+                ("AUTHLOG_SINK_KAFKA_FORMAT", "ocsf-with-hunter2-inside"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
