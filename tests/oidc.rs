@@ -2184,3 +2184,39 @@ async fn a_password_reset_ends_every_session_and_grant() {
     );
     app.stop().await;
 }
+
+/// Names a person cannot tell apart cannot both be users (RFC 8264
+/// IdentifierClass, no compatibility characters, one script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_usernames_are_refused() {
+    let (_d, app, _rp) = app_and_rp(json!({})).await;
+    let http = reqwest::Client::new();
+    let create = |name: &str| {
+        http.post(app.url("/admin/users"))
+            .bearer_auth(&app.admin_token)
+            .json(&json!({"username": name, "password": PASSWORD}))
+            .send()
+    };
+    assert_eq!(create("alice").await.unwrap().status(), 201);
+    assert_eq!(
+        create("ＡＬＩＣＥ").await.unwrap().status(),
+        409,
+        "fullwidth is alice"
+    );
+    for name in ["𝐚𝐥𝐢𝐜𝐞", "ⓐⓛⓘⓒⓔ", "ﬁnance", "userⅣ", "x²", "\u{430}lice"]
+    {
+        let r = create(name).await.unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request", "{name}: {v}");
+        assert!(
+            v["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("usernames cannot"),
+            "{name}: {v}"
+        );
+    }
+    assert_eq!(create("Ярослав").await.unwrap().status(), 201);
+    app.stop().await;
+}

@@ -14,3 +14,4 @@ pub mod scopes;
 pub mod service;
 pub mod throttle;
 pub mod tokens;
+pub mod username;

@@ -464,37 +464,9 @@ async fn check_session(state: &AppState, sid: &str, secret: &str) -> Option<Sess
 
 // ---- users -------------------------------------------------------------------------
 
-/// RFC 8265 UsernameCasePreserved, as authlog applies it: width-mapped and NFC
-/// normalised (NFKC of the fullwidth/halfwidth forms), no spaces or controls,
-/// 1 to 64 characters. Uniqueness compares the lower-cased form.
+/// A username prepared for storage and comparison ([`crate::oidc::username`]).
 pub fn prepare_username(input: &str) -> Result<String, &'static str> {
-    use unicode_normalization::UnicodeNormalization;
-    let mapped: String = input
-        .trim()
-        .chars()
-        .map(|c| {
-            let cp = c as u32;
-            if (0xFF01..=0xFF5E).contains(&cp) || (0xFF61..=0xFFDC).contains(&cp) {
-                c.nfkc().next().unwrap_or(c)
-            } else {
-                c
-            }
-        })
-        .collect();
-    let name: String = mapped.nfc().collect();
-    let n = name.chars().count();
-    if n == 0 || n > 64 {
-        return Err("usernames are 1 to 64 characters");
-    }
-    // Invisible format characters (zero-width, bidi controls) make look-alike names.
-    let invisible = |c: char| matches!(c as u32, 0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB);
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
-    {
-        return Err("usernames cannot contain spaces or control characters");
-    }
-    Ok(name)
+    crate::oidc::username::prepare(input)
 }
 
 #[derive(Serialize, serde::Deserialize)]
