@@ -575,11 +575,27 @@ impl Application {
                 },
             ))
         };
-        warp::serve(http::routes(state.clone()))
-            .incoming(listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        let max_connections = http::server::connection_cap(state.config.limits.max_connections);
+        let limits = http::server::Limits {
+            header_timeout: std::time::Duration::from_secs(state.config.limits.header_timeout_s),
+            max_connections,
+            per_peer: (max_connections / 4).max(1),
+            proxies: state.config.login.trusted_proxies.clone(),
+            shutdown_grace: std::time::Duration::from_secs(state.config.limits.shutdown_grace_s),
+        };
+        match http::server::ServerMetrics::new(&state.metrics.registry) {
+            Ok(server_metrics) => {
+                http::server::serve(
+                    http::routes(state.clone()),
+                    listener,
+                    limits,
+                    server_metrics,
+                    shutdown,
+                )
+                .await
+            }
+            Err(e) => tracing::error!(error = %e, "registering the server metrics; not serving"),
+        }
         scheduler.abort();
         let _ = scheduler.await;
         // Stop the runner between events (never mid-snapshot), then write the

@@ -49,6 +49,14 @@ pub struct AdminConfig {
 pub struct LimitsConfig {
     /// The largest request body accepted, in bytes.
     pub body_bytes: u64,
+    /// How long a client has to send a request's headers; also how long a
+    /// kept-alive connection may sit idle.
+    pub header_timeout_s: u64,
+    /// Open connections at most (capped by the open-file limit).
+    pub max_connections: usize,
+    /// After a shutdown signal, how long in-flight requests have to finish
+    /// before their connections are cut.
+    pub shutdown_grace_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -344,6 +352,9 @@ tokens = []
 
 [limits]
 body_bytes = 65536
+header_timeout_s = 10
+max_connections = 4096
+shutdown_grace_s = 5
 
 [views]
 snapshot_every = 10000
@@ -392,6 +403,21 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AUTHLOG_KEK", "kek", Kind::Str),
     ("AUTHLOG_LOG_LEVEL", "log_level", Kind::Str),
     ("AUTHLOG_LIMITS_BODY_BYTES", "limits.body_bytes", Kind::Int),
+    (
+        "AUTHLOG_LIMITS_HEADER_TIMEOUT_S",
+        "limits.header_timeout_s",
+        Kind::Int,
+    ),
+    (
+        "AUTHLOG_LIMITS_MAX_CONNECTIONS",
+        "limits.max_connections",
+        Kind::Int,
+    ),
+    (
+        "AUTHLOG_LIMITS_SHUTDOWN_GRACE_S",
+        "limits.shutdown_grace_s",
+        Kind::Int,
+    ),
     (
         "AUTHLOG_REGISTRATION_ENABLED",
         "registration.enabled",
@@ -783,6 +809,11 @@ impl Config {
         }
         if self.limits.body_bytes == 0 {
             return Err(bad("limits.body_bytes must be positive"));
+        }
+        if self.limits.header_timeout_s == 0 || self.limits.max_connections == 0 {
+            return Err(bad(
+                "limits.header_timeout_s and limits.max_connections must be positive",
+            ));
         }
         // Admin and auditor tokens share one namespace: the name is what the
         // log records as the actor.

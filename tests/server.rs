@@ -357,3 +357,171 @@ async fn readyz_reports_a_stopped_view_runner() {
     assert!(lag >= 1, "the stopped runner's lag shows: {text}");
     app.stop().await;
 }
+
+/// Slow clients cannot take the server down: 300 connections that never finish
+/// their headers, from one address, under a 256-descriptor limit, leave the
+/// server answering everyone else; the half-sent connections are closed after
+/// the header timeout; and SIGTERM with an unfinished request still in flight
+/// exits within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_neither_starve_the_server_nor_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec '{}' serve",
+            env!("CARGO_BIN_EXE_authlog")
+        ))
+        .env("AUTHLOG_DATA_DIR", dir.path())
+        .env("AUTHLOG_LISTEN", format!("0.0.0.0:{port}"))
+        .env("AUTHLOG_LOG_LEVEL", "info")
+        .env("AUTHLOG_LIMITS_HEADER_TIMEOUT_S", "2")
+        .env("AUTHLOG_LIMITS_SHUTDOWN_GRACE_S", "2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let other = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = other.get(&health).send().await
+            && r.status() == StatusCode::OK
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 300 requests that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            continue;
+        };
+        let _ = s
+            .write_all(b"POST /oidc/login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await;
+        slow.push(s);
+    }
+    // Everyone else is still served: health, and a write (a registration form
+    // is a read; the admin API appends).
+    let started = std::time::Instant::now();
+    let r = other.get(&health).send().await.expect("/healthz answers");
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let r = other
+        .post(format!("http://127.0.0.1:{port}/admin/users"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"username": "slowpoke", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("a write is served");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The half-sent connections are closed by the server within the header
+    // timeout (plus scheduling slack): each read ends (EOF, a 408, or a reset).
+    let mut closed = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        if tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf))
+            .await
+            .is_ok()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, slow.len(), "every slow connection was closed");
+    drop(slow);
+
+    // The metrics saw it.
+    let metrics = other
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authlog_http_connections_refused_total "))
+        .expect("the refusal counter")
+        .parse()
+        .unwrap();
+    assert!(
+        refused > 0.0,
+        "connections over the per-address cap are refused"
+    );
+    assert!(metrics.contains("authlog_http_connection_errors_total{kind=\"timeout\"}"));
+
+    // Malformed requests are answered 400 and logged at debug, not as errors.
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"\x00\x01 NOT HTTP\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(
+            buf.is_empty() || buf.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    // An unfinished request does not hold up shutdown.
+    let mut pending = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    pending
+        .write_all(b"POST /admin/users HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the server exits despite the unfinished request")
+        .unwrap();
+    assert!(exit.success(), "authlog exited with {exit}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        signalled.elapsed()
+    );
+    // Malformed and slow connections are not errors in the server's log.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        !stderr.contains("ERROR"),
+        "slow clients wrote errors to the log:\n{stderr}"
+    );
+    drop(pending);
+}

@@ -5,6 +5,7 @@ mod admin;
 pub mod audit;
 pub mod error;
 mod ops;
+pub mod server;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -185,7 +186,25 @@ pub fn bounded_body(
     warp::body::stream().and_then(move |body| collect_body(body, limit))
 }
 
+/// How long a request body may take to arrive: a client trickling a body a
+/// byte at a time is cut off.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn collect_body<S, B>(body: S, limit: u64) -> Result<bytes::Bytes, warp::Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    match tokio::time::timeout(BODY_TIMEOUT, collect_body_now(body, limit)).await {
+        Ok(out) => out,
+        Err(_) => Err(warp::reject::custom(ApiError::InvalidRequest(format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        )))),
+    }
+}
+
+async fn collect_body_now<S, B>(body: S, limit: u64) -> Result<bytes::Bytes, warp::Rejection>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,

@@ -74,7 +74,7 @@ fn client_ip_of(
 pub fn client_ip(
     state: State,
 ) -> impl Filter<Extract = (IpAddr,), Error = std::convert::Infallible> + Clone {
-    warp::addr::remote()
+    super::server::peer_addr()
         .and(header_lossy("forwarded"))
         .and(header_lossy("x-forwarded-for"))
         .map(move |remote, forwarded, xff| {
