@@ -364,13 +364,9 @@ impl Application {
             );
         }
         // A Kafka sink whose librdkafka properties do not parse is refused now,
-        // not retried forever in the background.
+        // not retried forever in the background (the error shows no value).
         if let Some(k) = &config.sink.kafka {
-            let _checked = crate::sink::kafka::client_config(k)
-                .and_then(|c| {
-                    c.create::<rdkafka::producer::FutureProducer>()
-                        .map_err(|e| crate::sink::SinkError::Io(e.to_string()))
-                })
+            crate::sink::kafka::check(k)
                 .map_err(|e| StartError::Setup(format!("sink.kafka: {e}")))?;
         }
         // Bind before starting anything that would outlive a failed start.

@@ -1340,6 +1340,10 @@ async fn sink_run(
             "no sink configured: configure sink.kafka or sink.ndjson".into(),
         ));
     }
+    // As `serve` does: properties librdkafka refuses stop it now.
+    if let Some(k) = &config.sink.kafka {
+        crate::sink::kafka::check(k).map_err(|e| CliError::Other(format!("sink.kafka: {e}")))?;
+    }
     let metrics = crate::metrics::Metrics::new().map_err(|e| CliError::Other(e.to_string()))?;
     let store = app::open_store(config, Some(&metrics), app::OpenMode::Create).await?;
     let kek = app::load_shared_kek(config, &store).await?;

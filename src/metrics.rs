@@ -22,6 +22,10 @@ pub struct Metrics {
     pub sink_seq: prometheus::IntGaugeVec,
     pub sink_lag: prometheus::IntGaugeVec,
     pub sink_errors: IntCounterVec,
+    /// Per sink with a topic (Kafka): 1 while the brokers say it does not exist.
+    pub sink_topic_missing: prometheus::IntGaugeVec,
+    /// Per sink running on this node: what `/readyz` says of it.
+    pub sink_statuses: crate::sink::SinkStatuses,
     /// Per singleton (sinks, checkpointer, key rotation): 1 on the node that
     /// holds its lease.
     pub lease_held: prometheus::IntGaugeVec,
@@ -93,6 +97,14 @@ impl Metrics {
         registry.register(Box::new(sink_seq.clone()))?;
         registry.register(Box::new(sink_lag.clone()))?;
         registry.register(Box::new(sink_errors.clone()))?;
+        let sink_topic_missing = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "authlog_sink_topic_missing",
+                "1 while the brokers say a sink's topic does not exist (the sink does not create it)",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(sink_topic_missing.clone()))?;
         let store = StoreMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
@@ -105,6 +117,8 @@ impl Metrics {
             sink_seq,
             sink_lag,
             sink_errors,
+            sink_topic_missing,
+            sink_statuses: Default::default(),
             lease_held,
         })
     }

@@ -14,7 +14,9 @@ pub fn healthz() -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rej
         .map(|| warp::reply::json(&json!({"status": "ok"})))
 }
 
-/// `GET /readyz`: ready once the views have caught up with the log.
+/// `GET /readyz`: ready once the views have caught up with the log. The body
+/// also names the status of each sink running on this node (`sinks`), which
+/// never makes the node unready: sign-ins go on while a sink is down.
 pub fn readyz(
     state: State,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
@@ -22,7 +24,7 @@ pub fn readyz(
         .and(warp::get())
         .and(with_state(state))
         .map(|state: State| {
-            let (status, body) = match state.views.progress() {
+            let (status, mut body) = match state.views.progress() {
                 Progress::Running {
                     position,
                     caught_up: true,
@@ -42,6 +44,13 @@ pub fn readyz(
                     json!({"status": "failed", "position": position}),
                 ),
             };
+            let sinks = match state.metrics.sink_statuses.lock() {
+                Ok(s) => serde_json::to_value(&*s).unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if sinks.as_object().is_some_and(|s| !s.is_empty()) {
+                body["sinks"] = sinks;
+            }
             warp::reply::with_status(warp::reply::json(&body), status)
         })
 }

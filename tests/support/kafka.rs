@@ -103,6 +103,39 @@ impl Broker {
         }
     }
 
+    pub async fn delete_topic(&self, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .unwrap();
+        let results = admin
+            .delete_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap();
+        for r in results {
+            r.unwrap_or_else(|e| panic!("deleting {topic}: {e:?}"));
+        }
+    }
+
+    /// Whether the broker says `topic` exists (tansu 0.6 never creates a
+    /// topic a client asks about: its metadata answers
+    /// `UNKNOWN_TOPIC_OR_PARTITION`).
+    pub fn has_topic(&self, topic: &str) -> bool {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .unwrap();
+        let m = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        m.topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none())
+    }
+
     /// Reads `topic` from the beginning until `done` says it has what it needs
     /// (or `timeout`), then `linger` longer to catch anything more.
     pub fn consume(
