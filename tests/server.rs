@@ -525,3 +525,195 @@ async fn slow_clients_neither_starve_the_server_nor_hold_up_shutdown() {
     );
     drop(pending);
 }
+
+/// A store that can be made to refuse writes (a full disk) or stop answering
+/// altogether.
+struct Faulty {
+    inner: authlog::store::DynStore,
+    full: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+}
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use authlog::store::StoreError;
+
+impl Faulty {
+    fn gate(&self) -> Result<(), StoreError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl authlog::store::EventStore for Faulty {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: authlog::store::Expected,
+        events: Vec<authlog::store::NewEvent>,
+    ) -> Result<authlog::store::Appended, StoreError> {
+        self.gate()?;
+        if self.full.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(
+                "No space left on device (os error 28)".into(),
+            ));
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<authlog_schemas::Recorded>, StoreError> {
+        self.gate()?;
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: authlog::store::ReadFrom,
+        limit: usize,
+    ) -> Result<Vec<authlog_schemas::Recorded>, StoreError> {
+        self.gate()?;
+        self.inner.read_all(from, limit).await
+    }
+    fn subscribe_all(
+        &self,
+        from: authlog::store::ReadFrom,
+    ) -> futures_util::stream::BoxStream<'static, Result<authlog_schemas::Recorded, StoreError>>
+    {
+        self.inner.subscribe_all(from)
+    }
+    async fn head(&self) -> Result<Option<authlog::store::Head>, StoreError> {
+        self.gate()?;
+        self.inner.head().await
+    }
+    fn log_id(&self) -> String {
+        self.inner.log_id()
+    }
+    async fn check(&self) -> Result<authlog::store::CheckReport, StoreError> {
+        self.gate()?;
+        self.inner.check().await
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<Option<authlog::store::Lease>, StoreError> {
+        self.inner.try_lease(name, holder).await
+    }
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        self.inner.save_checkpoint(name, expected, value).await
+    }
+}
+
+/// While the disk is full a sign-in is told the service cannot complete it
+/// now (503 with Retry-After, a page saying nothing is wrong with the request),
+/// not that the request is wrong; /healthz stays up while the store answers
+/// reads, and fails once the store stops answering, so an orchestrator
+/// restarts the process; /readyz fails too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_503_and_a_stopped_store_fails_healthz() {
+    use crate::support::oidc::{browser, field, location, pkce, setup};
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (f, s) = (full.clone(), stopped.clone());
+    let app = crate::support::spawn_app_wrapped(dir.path(), &[], move |inner| {
+        Arc::new(Faulty {
+            inner,
+            full: f,
+            stopped: s,
+        })
+    })
+    .await;
+    let rp = setup(&app.url(""), &app.admin_token, serde_json::json!({})).await;
+    let (_, challenge) = pkce();
+    let url = rp.auth_url(&challenge, "openid", &[]);
+    let jar = browser();
+    let r = jar.get(&url).send().await.unwrap();
+    let login = location(&r);
+    let page = jar
+        .get(app.url(&login))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let before = app.log().await.len();
+    full.store(true, Ordering::SeqCst);
+    let r = jar
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", crate::support::oidc::PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "30");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("cannot complete this right now") && text.contains("Try again"),
+        "{text}"
+    );
+    assert!(!text.contains("Something is wrong"), "{text}");
+    assert!(
+        !text.contains("os error"),
+        "no internals on the page: {text}"
+    );
+    // The process and its store still answer reads: alive, and ready.
+    let health = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // The disk has room again: the same form works (nothing half-done kept).
+    full.store(false, Ordering::SeqCst);
+    // Only the first read's own access record was appended since.
+    assert_eq!(app.log().await.len(), before + 1, "nothing was appended");
+    let r = jar
+        .post(app.url("/oidc/login"))
+        .form(&[
+            ("username", rp.username.as_str()),
+            ("password", crate::support::oidc::PASSWORD),
+            ("tx", &field(&page, "tx")),
+            ("csrf", &field(&page, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status() == StatusCode::FOUND || r.status() == StatusCode::OK,
+        "{}",
+        r.status()
+    );
+    // The store stops answering: liveness and readiness fail, saying why.
+    stopped.store(true, Ordering::SeqCst);
+    let health = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "store_unavailable");
+    let ready = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    stopped.store(false, Ordering::SeqCst);
+    let health = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    app.stop().await;
+}

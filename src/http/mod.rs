@@ -299,7 +299,7 @@ pub fn routes(
     });
     body_limit(state.config.limits.body_bytes)
         .and(
-            ops::healthz()
+            ops::healthz(state.clone())
                 .or(ops::readyz(state.clone()))
                 .or(ops::metrics(state.clone()))
                 .or(admin::events(state.clone()))

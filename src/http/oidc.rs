@@ -685,7 +685,14 @@ async fn finish(state: &State, ctx: &Ctx, req: &AuthRequest, session: &Session) 
         }
         Err(e) => {
             tracing::error!(error = %e, "issuing a code");
-            error_to_client(state, req, "server_error", "the code could not be issued").await
+            // RFC 6749 §4.1.2.1: a condition that may pass.
+            error_to_client(
+                state,
+                req,
+                "temporarily_unavailable",
+                "the code could not be issued; try again",
+            )
+            .await
         }
     }
 }
@@ -908,7 +915,7 @@ fn login_route(
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "login");
-                        html::error_page("the sign-in could not be completed")
+                        html::unavailable_page("Your sign-in")
                     }
                 }
             },
@@ -1002,8 +1009,8 @@ fn consent_route(
                     return error_to_client(
                         &state,
                         &req,
-                        "server_error",
-                        "consent could not be recorded",
+                        "temporarily_unavailable",
+                        "the consent could not be recorded; try again",
                     )
                     .await;
                 }
@@ -1708,7 +1715,7 @@ async fn finish_logout(
         };
         if let Err(e) = service::end_session(state, ctx, &s, actor).await {
             tracing::error!(error = %e, "ending a session");
-            return html::error_page("the sign-out could not be completed");
+            return html::unavailable_page("Your sign-out");
         }
     }
     res = with_cookie(res, &service::session_cookie(state, "", 0));
@@ -1876,7 +1883,7 @@ fn register_route(
                     ),
                     Err(RegisterError::Internal(e)) => {
                         tracing::error!(error = %e, "registration");
-                        html::error_page("the registration could not be completed")
+                        html::unavailable_page("Your registration")
                     }
                 }
             },

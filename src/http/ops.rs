@@ -7,11 +7,44 @@ use warp::http::StatusCode;
 use super::{State, with_state};
 use crate::views::Progress;
 
-/// `GET /healthz`: the process answers.
-pub fn healthz() -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+/// `GET /healthz`: liveness. The process answers, and its store answers a
+/// read within two seconds (on the embedded store, which lives in this
+/// process, a store that stopped answering means this process must be
+/// restarted). A shared store that is down is not this process's fault, and
+/// restarting every node would not bring it back: `/readyz` says so instead.
+pub fn healthz(
+    state: State,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     warp::path!("healthz")
         .and(warp::get())
-        .map(|| warp::reply::json(&json!({"status": "ok"})))
+        .and(with_state(state))
+        .then(|state: State| async move {
+            if state.store.is_shared() {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"status": "ok"})),
+                    StatusCode::OK,
+                );
+            }
+            match store_answers(&state).await {
+                Ok(()) => warp::reply::with_status(
+                    warp::reply::json(&json!({"status": "ok"})),
+                    StatusCode::OK,
+                ),
+                Err(why) => warp::reply::with_status(
+                    warp::reply::json(&json!({"status": "store_unavailable", "detail": why})),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            }
+        })
+}
+
+/// The store answers a read of its head within two seconds.
+async fn store_answers(state: &State) -> Result<(), String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.head()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("the store failed: {e}")),
+        Err(_) => Err("the store did not answer within 2 s".into()),
+    }
 }
 
 /// `GET /readyz`: ready once the views have caught up with the log. The body
@@ -23,7 +56,7 @@ pub fn readyz(
     warp::path!("readyz")
         .and(warp::get())
         .and(with_state(state))
-        .map(|state: State| {
+        .then(|state: State| async move {
             let (status, mut body) = match state.views.progress() {
                 Progress::Running {
                     position,
@@ -44,6 +77,16 @@ pub fn readyz(
                     json!({"status": "failed", "position": position}),
                 ),
             };
+            // A store that does not answer (a database that went away) makes
+            // the node unready, whatever the views say.
+            let (status, body0) = match store_answers(&state).await {
+                Ok(()) => (status, body),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "store_unavailable", "detail": why, "position": body["position"]}),
+                ),
+            };
+            body = body0;
             let sinks = match state.metrics.sink_statuses.lock() {
                 Ok(s) => serde_json::to_value(&*s).unwrap_or_default(),
                 Err(_) => serde_json::Value::Null,

@@ -116,6 +116,25 @@ pub fn error_page(description: &str) -> Response {
     .render()
 }
 
+/// A request the server could not complete for a reason of its own (the
+/// store refused a write: a full disk, a database that went away). 503 with a
+/// Retry-After, saying that nothing is wrong with the request and that trying
+/// again is safe: nothing half-done was kept.
+pub fn unavailable_page(what: &str) -> Response {
+    let mut res = Page::new(
+        "Temporarily unavailable",
+        format!(
+            "<h1>The service cannot complete this right now</h1><p class=\"error\">{} could not be saved. Nothing is wrong with your request, and nothing half-done was kept.</p><p>Try again in a minute. If this goes on, tell the service's administrators.</p>",
+            Text(what)
+        ),
+    )
+    .status(StatusCode::SERVICE_UNAVAILABLE)
+    .render();
+    res.headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("30"));
+    res
+}
+
 pub fn login_page(
     action: &str,
     tx: &str,
