@@ -418,7 +418,8 @@ impl Application {
             .map_err(|e| StartError::Setup(format!("audit checkpoints: {e}")))?;
         audit.set_last_report(verified_at, report);
         let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
-        let initial = views::load_snapshot(&store, &snapshot_path).await;
+        let snapshot_key = views::SnapshotKey::new(&kek);
+        let initial = views::load_snapshot(&store, &snapshot_path, &snapshot_key).await;
         let (stop_runner, stop) = tokio::sync::watch::channel(false);
         let (views, runner) = views::start(
             store.clone(),
@@ -427,6 +428,7 @@ impl Application {
             Some(SnapshotPolicy {
                 path: snapshot_path,
                 every: config.views.snapshot_every,
+                key: snapshot_key,
             }),
             stop,
         )
@@ -606,7 +608,14 @@ impl Application {
             let _ = s.await;
         }
         let path = state.config.data_dir.join(SNAPSHOT_FILE);
-        if let Err(e) = views::save_snapshot(state.store.log_id(), &state.views, &path).await {
+        if let Err(e) = views::save_snapshot(
+            &state.store,
+            &views::SnapshotKey::new(&state.kek),
+            &state.views,
+            &path,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "writing the final views snapshot failed");
         }
         tracing::info!("authlog stopped");

@@ -80,14 +80,80 @@ impl ViewsHandle {
     }
 }
 
-/// Where and how often snapshots are written.
+/// Where and how often snapshots are written, and the key that seals them.
 pub struct SnapshotPolicy {
     pub path: PathBuf,
     pub every: u64,
+    pub key: SnapshotKey,
 }
 
-/// Loads a snapshot if it fits this log and projection version.
-pub async fn load_snapshot(store: &DynStore, path: &std::path::Path) -> Views {
+/// The key that authenticates snapshots: derived from the KEK, so someone who
+/// can edit the data directory but does not hold the KEK (a KEK kept in a
+/// secret store, not beside the data) cannot write a snapshot the server
+/// trusts.
+#[derive(Clone)]
+pub struct SnapshotKey([u8; 32]);
+
+impl SnapshotKey {
+    pub fn new(kek: &crate::seal::Kek) -> SnapshotKey {
+        SnapshotKey(kek.derive("authlog views snapshot mac v1"))
+    }
+
+    /// HMAC-SHA256 over the snapshot's bytes and its anchor: the SHA-256 of
+    /// the stored body of the event at the snapshot's position (the value
+    /// the audit tree's leaf for that event commits to), so a snapshot only
+    /// fits the log it was folded from, not a rewritten one.
+    fn mac(&self, anchor: Option<&[u8; 32]>, bytes: &[u8]) -> [u8; 32] {
+        let mut message = b"authlog views snapshot v1\0".to_vec();
+        match anchor {
+            Some(a) => message.extend_from_slice(hex::encode(a).as_bytes()),
+            None => message.push(b'-'),
+        }
+        message.push(0);
+        message.extend_from_slice(bytes);
+        crate::seal::hmac_sha256(&self.0, &message)
+    }
+}
+
+/// The first line of a snapshot file; the snapshot's JSON follows it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotSeal {
+    sealed: u32,
+    /// Hex SHA-256 of the stored body at the snapshot's position.
+    anchor: Option<String>,
+    /// Hex HMAC-SHA256 (see [`SnapshotKey::mac`]).
+    mac: String,
+}
+
+/// The SHA-256 of the stored body of the event at `position`, if the store
+/// has one there.
+async fn anchor_at(
+    store: &DynStore,
+    position: Option<Position>,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    use sha2::{Digest, Sha256};
+    let Some(p) = position else {
+        return Ok(None);
+    };
+    let found = store.read_all(ReadFrom::At(p), 1).await?;
+    Ok(found
+        .first()
+        .filter(|r| r.position == p)
+        .map(|r| Sha256::digest(&r.body).into()))
+}
+
+/// Why a snapshot is not used.
+fn distrust(path: &std::path::Path, why: &str) -> Views {
+    tracing::warn!(path = %path.display(), "{why}; rebuilding the views from the log");
+    Views::initial()
+}
+
+/// Loads a snapshot if it is sealed with this KEK, fits this log (its anchor
+/// is the stored body at its position) and the projection version. Anything
+/// else is said and ignored: the views are folded from the log instead, which
+/// is always right, only slower.
+pub async fn load_snapshot(store: &DynStore, path: &std::path::Path, key: &SnapshotKey) -> Views {
     let head = match store.head().await {
         Ok(h) => h.map(|h| h.position),
         Err(_) => return Views::initial(),
@@ -95,43 +161,95 @@ pub async fn load_snapshot(store: &DynStore, path: &std::path::Path) -> Views {
     let Ok(bytes) = tokio::fs::read(path).await else {
         return Views::initial();
     };
-    match serde_json::from_slice::<Snapshot>(&bytes) {
-        Ok(snap) => match snap.into_views(&store.log_id(), head) {
-            Some(v) => {
-                tracing::info!(position = ?v.position, "views restored from snapshot");
-                v
-            }
-            None => {
-                tracing::warn!(path = %path.display(), "snapshot is from another log or projection version; rebuilding views from the log");
-                Views::initial()
-            }
-        },
+    let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
+        return distrust(
+            path,
+            "the views snapshot is not sealed (written by an older authlog, or edited)",
+        );
+    };
+    let (first, body) = (&bytes[..newline], &bytes[newline + 1..]);
+    let Ok(seal) = serde_json::from_slice::<SnapshotSeal>(first) else {
+        return distrust(
+            path,
+            "the views snapshot is not sealed (written by an older authlog, or edited)",
+        );
+    };
+    let anchor = match seal.anchor.as_deref().map(hex::decode) {
+        None => None,
+        Some(Ok(a)) if a.len() == 32 => a.try_into().ok(),
+        Some(_) => return distrust(path, "the views snapshot's seal is damaged"),
+    };
+    let expected = key.mac(anchor.as_ref(), body);
+    let given = hex::decode(&seal.mac).unwrap_or_default();
+    if seal.sealed != 1 || !crate::crypto::ct_eq(&expected, &given) {
+        return distrust(
+            path,
+            "the views snapshot does not match its seal: it was changed after authlog wrote it, or sealed under another KEK",
+        );
+    }
+    let snap = match serde_json::from_slice::<Snapshot>(body) {
+        Ok(snap) => snap,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable snapshot; rebuilding views from the log");
+            return Views::initial();
+        }
+    };
+    let position = snap.views.position;
+    let Some(views) = snap.into_views(&store.log_id(), head) else {
+        return distrust(
+            path,
+            "the views snapshot is from another log or projection version",
+        );
+    };
+    match anchor_at(store, position).await {
+        Ok(found) if found == anchor => {
+            tracing::info!(position = ?views.position, "views restored from snapshot");
+            views
+        }
+        Ok(_) => distrust(
+            path,
+            "the views snapshot was folded from another history than the log's at its position",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the snapshot's position in the log; rebuilding the views from the log");
             Views::initial()
         }
     }
 }
 
 /// Writes a snapshot atomically (unique temporary file, mode 0600, fsync,
-/// rename). The views hold personal data and sealed sidecars: the snapshot stays
-/// in the data directory, readable by its owner only.
+/// rename), sealed with `key` and anchored to the stored body at its
+/// position. The views hold personal data and sealed sidecars: the snapshot
+/// stays in the data directory, readable by its owner only.
 pub async fn save_snapshot(
-    store_log_id: String,
+    store: &DynStore,
+    key: &SnapshotKey,
     views: &ViewsHandle,
     path: &std::path::Path,
 ) -> std::io::Result<()> {
     let copy = views.read().await.clone();
+    let anchor = anchor_at(store, copy.position)
+        .await
+        .map_err(std::io::Error::other)?;
     let final_path = path.to_path_buf();
+    let (log_id, key) = (store.log_id(), key.clone());
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let snapshot = Snapshot {
-            log_id: store_log_id,
+            log_id,
             projection_version: PROJECTION_VERSION,
             views: copy,
         };
-        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        let body = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        let seal = SnapshotSeal {
+            sealed: 1,
+            anchor: anchor.map(hex::encode),
+            mac: hex::encode(key.mac(anchor.as_ref(), &body)),
+        };
+        let mut bytes = serde_json::to_vec(&seal).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
         let tmp = final_path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7().simple()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -239,7 +357,8 @@ pub async fn start(
                 && since_snapshot >= policy.every
             {
                 since_snapshot = 0;
-                if let Err(e) = save_snapshot(store.log_id(), &task_handle, &policy.path).await {
+                if let Err(e) = save_snapshot(&store, &policy.key, &task_handle, &policy.path).await
+                {
                     tracing::warn!(error = %e, "writing the views snapshot failed");
                 }
             }

@@ -54,7 +54,17 @@ async fn rebuilding_from_zero_equals_the_live_views() {
 async fn snapshots_restore_the_views_and_foreign_ones_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
-    let last = append_story(&app.store, "snap").await;
+    append_story(&app.store, "snap").await;
+    // A client that stays (the story deletes its own).
+    let r = reqwest::Client::new()
+        .post(app.url("/admin/clients"))
+        .bearer_auth(&app.admin_token)
+        .json(&serde_json::json!({"client_name": "kept", "redirect_uris": ["https://app.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let last = app.store.head().await.unwrap().unwrap().position;
     app.views
         .wait_for(last, Duration::from_secs(10))
         .await
@@ -65,7 +75,14 @@ async fn snapshots_restore_the_views_and_foreign_ones_are_ignored() {
 
     // Graceful stop wrote a snapshot of this log at the current version.
     let path = dir.path().join(SNAPSHOT_FILE);
-    let snap: Snapshot = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // The file is a seal line, then the snapshot's JSON.
+    let file = std::fs::read(&path).unwrap();
+    let newline = file.iter().position(|b| *b == b'\n').unwrap();
+    let (seal, body) = (file[..=newline].to_vec(), &file[newline + 1..]);
+    let seal_json: serde_json::Value = serde_json::from_slice(&seal).unwrap();
+    assert_eq!(seal_json["sealed"], 1);
+    assert_eq!(seal_json["mac"].as_str().unwrap().len(), 64);
+    let snap: Snapshot = serde_json::from_slice(body).unwrap();
     assert_eq!(snap.log_id, log_id);
     assert_eq!(snap.projection_version, PROJECTION_VERSION);
     assert_eq!(snap.views, live);
@@ -73,6 +90,40 @@ async fn snapshots_restore_the_views_and_foreign_ones_are_ignored() {
     // Restart: the views come back from the snapshot and are ready at once.
     let app = spawn_app_in(dir.path()).await;
     assert!(app.views.is_ready());
+    assert_eq!(*app.views.read().await, live);
+    app.stop().await;
+
+    // Edited while the server was stopped (a redirect URI and skip_consent
+    // slipped into a client, no event for it), under the old seal: it does
+    // not match its seal, and the views are rebuilt from the log.
+    let mut edited: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let clients = edited["views"]["clients"]["by_id"]
+        .as_object_mut()
+        .expect("clients in the snapshot");
+    let (_, client) = clients.iter_mut().next().expect("a client in the story");
+    client["metadata"]["redirect_uris"]
+        .as_array_mut()
+        .expect("redirect_uris")
+        .push("https://evil.example/cb".into());
+    client["metadata"]["skip_consent"] = true.into();
+    let mut tampered = seal.clone();
+    tampered.extend(serde_json::to_vec(&edited).unwrap());
+    std::fs::write(&path, &tampered).unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.views
+        .wait_for(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(*app.views.read().await, live, "the edit is not believed");
+    app.stop().await;
+    // Nor is the same edit written without a seal (as an older authlog wrote
+    // its snapshots, which it trusted).
+    std::fs::write(&path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.views
+        .wait_for(last, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(*app.views.read().await, live);
     app.stop().await;
 
