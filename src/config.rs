@@ -95,6 +95,18 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub sink: SinkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` answers only requests bearing this token
+    /// (Prometheus' `authorization` / `bearer_token_file`). Unset: public.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 /// Where the log is shipped (each sink is off unless configured).
@@ -401,6 +413,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("AUTHLOG_DATA_DIR", "data_dir", Kind::Str),
     ("AUTHLOG_STORE", "store", Kind::Str),
     ("AUTHLOG_KEK", "kek", Kind::Str),
+    ("AUTHLOG_METRICS_TOKEN", "metrics.token", Kind::Str),
     ("AUTHLOG_LOG_LEVEL", "log_level", Kind::Str),
     ("AUTHLOG_LIMITS_BODY_BYTES", "limits.body_bytes", Kind::Int),
     (
@@ -844,6 +857,26 @@ impl Config {
                 ));
             }
         }
+        // An initial access token lets its holder register clients: as
+        // unguessable as an admin token.
+        if self
+            .registration
+            .initial_access_tokens
+            .iter()
+            .any(|t| t.expose().len() < 16)
+        {
+            return Err(bad(
+                "registration.initial_access_tokens must each be at least 16 characters",
+            ));
+        }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(bad("metrics.token must be at least 16 characters"));
+        }
         if self.audit.signing_key.is_some() && self.audit.signing_key_file.is_some() {
             return Err(bad(
                 "give audit.signing_key or audit.signing_key_file, not both",
@@ -906,6 +939,31 @@ mod tests {
         assert!(
             !debug.contains("0123456789abcdef"),
             "secrets leak into Debug: {debug}"
+        );
+    }
+
+    #[test]
+    fn short_initial_access_and_metrics_tokens_are_refused() {
+        let e = Config::load(
+            None,
+            env(&[("AUTHLOG_REGISTRATION_INITIAL_ACCESS_TOKEN", "short-iat")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at least 16 characters"), "{e}");
+        assert!(!e.contains("short-iat"), "the value is not quoted: {e}");
+        let e = Config::load(None, env(&[("AUTHLOG_METRICS_TOKEN", "tiny")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.token"), "{e}");
+        let c = Config::load(
+            None,
+            env(&[("AUTHLOG_METRICS_TOKEN", "metrics-0123456789abcdef")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics.token.as_ref().map(|t| t.expose()),
+            Some("metrics-0123456789abcdef")
         );
     }
 

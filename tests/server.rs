@@ -717,3 +717,42 @@ async fn a_full_disk_is_a_503_and_a_stopped_store_fails_healthz() {
     assert_eq!(health.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// With `metrics.token` set, `/metrics` answers only that bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_token_closes_metrics_to_everyone_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "metrics-0123456789abcdef";
+    let app = crate::support::spawn_app_with(dir.path(), &[("AUTHLOG_METRICS_TOKEN", token)]).await;
+    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("metrics-0123456789abcdeX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("authlog_http_requests_total")
+    );
+    app.stop().await;
+}

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use warp::Filter;
+use warp::Reply;
 use warp::http::StatusCode;
 
 use super::{State, with_state};
@@ -105,7 +106,26 @@ pub fn metrics(
     warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state))
-        .then(|state: State| async move {
+        .and(super::header_lossy("authorization"))
+        .then(|state: State, auth: Option<String>| async move {
+            if let Some(token) = &state.config.metrics.token {
+                let given = auth
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if !crate::crypto::ct_eq(given.as_bytes(), token.expose().as_bytes()) {
+                    let mut res = warp::reply::with_status(
+                        "metrics.token is set: send it as a bearer token\n".to_string(),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                    .into_response();
+                    res.headers_mut().insert(
+                        "www-authenticate",
+                        warp::http::HeaderValue::from_static("Bearer realm=\"authlog metrics\""),
+                    );
+                    return res;
+                }
+            }
             // Lag is computed when scraped, so a stalled or stopped runner shows it.
             let head = state.store.head().await.ok().flatten();
             let applied = match state.views.progress() {
@@ -124,5 +144,6 @@ pub fn metrics(
                 "content-type",
                 "text/plain; version=0.0.4; charset=utf-8",
             )
+            .into_response()
         })
 }
