@@ -79,6 +79,12 @@ if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir "$pg_dir" postgres
 fi
 as_pg() { if [ -n "$pg_user" ]; then su "$pg_user" -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+# The postgres user may not be able to reach into this checkout (a clone in a
+# mode-0700 directory such as mktemp's): then its data lives under /tmp.
+mkdir -p "$PWD/target"
+if [ -n "$pg_user" ] && ! as_pg "test -x '$PWD/target'" 2>/dev/null; then
+    pg_dir="${TMPDIR:-/tmp}/authlog-test-postgres-$(printf %s "$PWD" | sha256sum | cut -c1-12)"
+fi
 if [ -f "$pg_dir/data/postmaster.pid" ]; then
     as_pg "'$pg_bin/pg_ctl' -D '$pg_dir/data' stop -m immediate" >/dev/null 2>&1 || true
 fi
